@@ -1,0 +1,137 @@
+"""Strategy 2 of arXiv:2102.07680: clipped relative embeddings, linear time."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from relperf_tf.layers.favor_attention import FavorAttention
+
+
+def window_tables(height, width, clipping_dist, class_token):
+    """Constant neighbourhood tables of an H×W grid (built once, in NumPy).
+
+    Offsets (dr, dc) with |dr| + |dc| < D, K = 2D² − 2D + 1 of them. Token
+    order is row-major; the class token (if any) is last and has no window.
+
+    Returns:
+        neighbours: int32 `[tokens, K]`, token index of each neighbour (0 when
+            outside the grid; then `valid` is 0).
+        valid: float32 `[tokens, K]`, 1 where the neighbour is on the grid.
+        ring: int32 `[K]`, the distance |dr| + |dc| of each offset.
+        counts: float32 `[tokens, D]`, the number of valid neighbours per distance.
+    """
+    reach = clipping_dist - 1
+    dr, dc = np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1), indexing="ij")
+    keep = np.abs(dr) + np.abs(dc) < clipping_dist
+    dr, dc = dr[keep], dc[keep]  # [K]
+    ring = (np.abs(dr) + np.abs(dc)).astype(np.int32)
+    rows, cols = np.divmod(np.arange(height * width), width)
+    nr, nc = rows[:, None] + dr[None], cols[:, None] + dc[None]  # [N, K]
+    valid = (nr >= 0) & (nr < height) & (nc >= 0) & (nc < width)
+    neighbours = np.where(valid, nr * width + nc, 0).astype(np.int32)
+    if class_token:
+        neighbours = np.concatenate([neighbours, np.zeros((1, len(ring)), np.int32)])
+        valid = np.concatenate([valid, np.zeros((1, len(ring)), bool)])
+    counts = np.stack([(valid & (ring == d)).sum(1) for d in range(clipping_dist)], axis=1)
+    return neighbours, valid.astype(np.float32), ring, counts.astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="relperf_tf")
+class ClippedRelativeAttention(FavorAttention):
+    """Half FAVOR+ content heads, half clipped-relative heads, O(N·D²·d).
+
+    A relative head scores pair (i, j) by exp(q_i · r_d(i,j) / √d) with
+    d(i, j) = min(|Δrow| + |Δcol|, D) and learned r_0 … r_D (r_D also for every
+    pair with the class token). Output_i = Σ_j score_ij v_j / Σ_j score_ij,
+    computed as exp(q_i·r_D) Σ_j v_j + Σ_(d(i,j)<D) (exp(q_i·r_d) − exp(q_i·r_D)) v_j:
+    one global sum plus a gathered window of K = 2D² − 2D + 1 neighbours.
+    The scores use the exact exponential (D + 1 dot products per query), the
+    limit that FAVOR+ features φ(q)·φ(r) estimate, so the layer is
+    deterministic.
+
+    Args:
+        num_heads: int, even; the first half are content heads.
+        grid_shape: (height, width) of the token grid (any H×W).
+        clipping_dist: int D >= 1, default 8.
+        class_token: bool, whether one class token follows the grid tokens.
+        **kwargs: FAVOR+ options of `FavorAttention` (content heads).
+
+    Call arguments:
+        inputs: `[batch, H·W (+1), dim]`, grid tokens row-major, class token last.
+        training: bool.
+
+    Returns:
+        `[batch, tokens, dim]`.
+
+    Example:
+    >>> layer = ClippedRelativeAttention(2, grid_shape=(3, 4), clipping_dist=2)
+    >>> layer(keras.random.normal((1, 13, 8))).shape
+    (1, 13, 8)
+    """
+
+    def __init__(self, num_heads, grid_shape, clipping_dist=8, class_token=True, **kwargs):
+        super().__init__(num_heads, **kwargs)
+        if self.num_heads < 2 or self.num_heads % 2:
+            raise ValueError(
+                f"heads={num_heads} is not allowed for ClippedRelativePerformer; "
+                "use an even number >= 2 (half content, half relative heads)."
+            )
+        if int(clipping_dist) < 1:
+            raise ValueError(f"clipping_dist={clipping_dist} is not allowed; use an integer >= 1.")
+        self.grid_shape = tuple(int(s) for s in grid_shape)
+        self.clipping_dist = int(clipping_dist)
+        self.class_token = bool(class_token)
+
+    def _key_heads(self):
+        return self.num_heads // 2
+
+    def build(self, inputs_shape):
+        self._build_projections(inputs_shape)
+        height, width = self.grid_shape
+        tokens = height * width + int(self.class_token)
+        if inputs_shape[1] is not None and inputs_shape[1] != tokens:
+            raise ValueError(
+                f"ClippedRelativeAttention got {inputs_shape[1]} tokens; grid_shape="
+                f"{self.grid_shape} with class_token={self.class_token} needs {tokens}."
+            )
+        self.relative_embeddings = self.add_weight(
+            name="relative_embeddings",
+            shape=(self.num_heads // 2, self.clipping_dist + 1, self.head_dim),
+            initializer=keras.initializers.RandomNormal(0.0, 1.0),
+        )
+        neighbours, valid, ring, counts = window_tables(
+            height, width, self.clipping_dist, self.class_token
+        )
+        self._neighbours, self._valid, self._ring, self._counts = neighbours, valid, ring, counts
+        self._tokens = float(tokens)
+
+    def relative_heads(self, query, value):
+        """Clipped-relative attention. query, value: `[b, h_r, n, d]` → `[b, h_r, n, d]`."""
+        scores = ops.einsum("bhnd,hrd->bhnr", query, self.relative_embeddings)
+        scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
+        scores = scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
+        weights = ops.exp(scores)
+        far = weights[..., -1]  # [b, h, n]
+        near = weights[..., :-1] - far[..., None]  # [b, h, n, D]
+        window_weights = ops.take(near, self._ring, axis=-1) * self._valid  # [b, h, n, K]
+        window_values = ops.take(value, self._neighbours, axis=2)  # [b, h, n, K, d]
+        numerator = ops.einsum("bhnk,bhnkd->bhnd", window_weights, window_values)
+        numerator = numerator + far[..., None] * ops.sum(value, axis=2, keepdims=True)
+        denominator = far * self._tokens + ops.einsum("bhnr,nr->bhn", near, self._counts)
+        return numerator / denominator[..., None]
+
+    def call(self, inputs, training=None):
+        query, key, value = self._project(inputs)
+        half = self.num_heads // 2
+        content = self._favor(query[:, :half], key, value[:, :half], training=training)
+        relative = self.relative_heads(query[:, half:], value[:, half:])
+        return self._output(ops.concatenate([content, relative], axis=1))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            grid_shape=self.grid_shape,
+            clipping_dist=self.clipping_dist,
+            class_token=self.class_token,
+        )
+        return config

@@ -1,0 +1,138 @@
+"""Multi-head self-attention whose kernel is FAVOR+ (linear in tokens)."""
+
+import keras
+from keras import ops
+
+from relperf_tf.layers.favor_kernel import FavorKernel
+
+
+def split_heads(x, heads):
+    """`[batch, tokens, heads·d]` → `[batch, heads, tokens, d]`."""
+    batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
+    x = ops.reshape(x, (batch, tokens, heads, x.shape[-1] // heads))
+    return ops.transpose(x, (0, 2, 1, 3))
+
+
+def merge_heads(x):
+    """`[batch, heads, tokens, d]` → `[batch, tokens, heads·d]`."""
+    batch, tokens = ops.shape(x)[0], ops.shape(x)[2]
+    x = ops.transpose(x, (0, 2, 1, 3))
+    return ops.reshape(x, (batch, tokens, x.shape[2] * x.shape[3]))
+
+
+@keras.saving.register_keras_serializable(package="relperf_tf")
+class FavorAttention(keras.layers.Layer):
+    """Multi-head self-attention with a FAVOR+ kernel and no position input.
+
+    q, k, v = W_q x, W_k x, W_v x split into heads `[batch, heads, tokens,
+    dim/heads]`; out = W_o · FAVOR+(q, k, v). Used by `Performer` (positions
+    already added to x) and `NoposPerformer`; relative variants subclass it.
+
+    Args:
+        num_heads: int, number of heads; must divide the input width.
+        nb_features, kernel, no_projection, feature_redraw_interval, scaling,
+        seed, eps: see `FavorKernel`.
+
+    Call arguments:
+        inputs: `[batch, tokens, dim]`.
+        training: bool, enables feature redraws.
+
+    Returns:
+        `[batch, tokens, dim]`.
+
+    Example:
+    >>> FavorAttention(num_heads=2)(keras.random.normal((1, 9, 8))).shape
+    (1, 9, 8)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        nb_features=None,
+        kernel="softmax",
+        no_projection=False,
+        feature_redraw_interval=1000,
+        scaling="gaussian",
+        seed=0,
+        eps=1e-4,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(num_heads) < 1:
+            raise ValueError(f"num_heads={num_heads} is not allowed; use an integer >= 1.")
+        self.num_heads = int(num_heads)
+        self.nb_features = nb_features
+        self.kernel = kernel
+        self.no_projection = no_projection
+        self.feature_redraw_interval = feature_redraw_interval
+        self.scaling = scaling
+        self.seed = seed
+        self.eps = eps
+        self._favor = FavorKernel(
+            nb_features=nb_features,
+            kernel=kernel,
+            no_projection=no_projection,
+            feature_redraw_interval=feature_redraw_interval,
+            scaling=scaling,
+            seed=seed,
+            eps=eps,
+            name="favor",
+        )
+
+    # Subclasses change these two to add positional features or drop key heads.
+    def _extra_query_key_dim(self, positions_shape):
+        return 0
+
+    def _key_heads(self):
+        return self.num_heads
+
+    def _build_projections(self, inputs_shape, positions_shape=None):
+        dim = int(inputs_shape[-1])
+        if dim % self.num_heads:
+            raise ValueError(
+                f"dim={dim} is not divisible by heads={self.num_heads}; "
+                "choose heads that divide dim."
+            )
+        self.head_dim = dim // self.num_heads
+        self._query_dense = keras.layers.Dense(dim, name="query")
+        self._key_dense = keras.layers.Dense(self._key_heads() * self.head_dim, name="key")
+        self._value_dense = keras.layers.Dense(dim, name="value")
+        self._output_dense = keras.layers.Dense(dim, name="output")
+        for layer in (self._query_dense, self._key_dense, self._value_dense, self._output_dense):
+            layer.build(inputs_shape)
+        width = self.head_dim + self._extra_query_key_dim(positions_shape)
+        self._favor.build((None, self._key_heads(), None, width))
+
+    def build(self, inputs_shape):
+        self._build_projections(inputs_shape)
+
+    def _project(self, inputs):
+        """Per-head q `[b, h, n, d]`, k `[b, h_k, n, d]`, v `[b, h, n, d]`."""
+        query = split_heads(self._query_dense(inputs), self.num_heads)
+        key = split_heads(self._key_dense(inputs), self._key_heads())
+        value = split_heads(self._value_dense(inputs), self.num_heads)
+        return query, key, value
+
+    def _output(self, heads_output):
+        return self._output_dense(merge_heads(heads_output))
+
+    def call(self, inputs, training=None):
+        query, key, value = self._project(inputs)
+        return self._output(self._favor(query, key, value, training=training))
+
+    def compute_output_shape(self, inputs_shape, *args, **kwargs):
+        return tuple(inputs_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            nb_features=self.nb_features,
+            kernel=self.kernel,
+            no_projection=self.no_projection,
+            feature_redraw_interval=self.feature_redraw_interval,
+            scaling=self.scaling,
+            seed=self.seed,
+            eps=self.eps,
+        )
+        return config

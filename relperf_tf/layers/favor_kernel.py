@@ -1,0 +1,164 @@
+"""FAVOR+ kernel attention over already-projected heads, with seeded redraws."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from relperf_tf.layers import feature_maps
+from relperf_tf.layers.random_features import (
+    SCALINGS,
+    default_nb_features,
+    orthogonal_random_matrix,
+)
+
+KERNELS = ("softmax", "relu", "exact")
+
+
+@keras.saving.register_keras_serializable(package="relperf_tf")
+class FavorKernel(keras.layers.Layer):
+    """Linear-time attention D⁻¹ φ(Q)(φ(K)ᵀV) with FAVOR+ random features.
+
+    From *Rethinking Attention with Performers* (arXiv:2009.14794). Holds the
+    random matrix W `[nb_features, dim]` as a non-trainable variable. During
+    training W is redrawn every `feature_redraw_interval` calls (one call per
+    optimizer step) from the stateless seed `(seed, step // interval)`;
+    inference and exported models always use the stored W.
+
+    Args:
+        nb_features: int, m; default `int(d · ln d)` for query width d.
+        kernel: `"softmax"` (positive random features), `"relu"` (generalized
+            attention) or `"exact"` (quadratic softmax attention, the m → ∞
+            limit; for reference and tests).
+        no_projection: bool, use efficient attention (softmax of q over
+            features, k over tokens) instead of random features.
+        feature_redraw_interval: int, redraw W every this many training
+            steps; 0 or None never redraws. Default 1000.
+        scaling: `"gaussian"` or `"fixed"` row norms of W.
+        seed: int, seed of the stateless draws.
+        eps: float, ε of the softmax-kernel features. Default 1e-4.
+
+    Call arguments:
+        query: `[batch, heads, tokens, dim]`.
+        key: `[batch, heads, tokens, dim]`.
+        value: `[batch, heads, tokens, dim_v]`.
+        training: bool; redraws happen only when True.
+
+    Returns:
+        `[batch, heads, tokens, dim_v]`.
+
+    Example:
+    >>> q = k = v = keras.random.normal((2, 4, 10, 8))
+    >>> FavorKernel(nb_features=16)(q, k, v).shape
+    (2, 4, 10, 8)
+    """
+
+    def __init__(
+        self,
+        nb_features=None,
+        kernel="softmax",
+        no_projection=False,
+        feature_redraw_interval=1000,
+        scaling="gaussian",
+        seed=0,
+        eps=1e-4,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel={kernel!r} is not allowed; use one of {KERNELS}.")
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling={scaling!r} is not allowed; use one of {SCALINGS}.")
+        if nb_features is not None and int(nb_features) < 1:
+            raise ValueError(f"nb_features={nb_features} is not allowed; use an integer >= 1.")
+        if feature_redraw_interval is not None and int(feature_redraw_interval) < 0:
+            raise ValueError(
+                f"feature_redraw_interval={feature_redraw_interval} is not allowed; "
+                "use an integer >= 0 (0 never redraws)."
+            )
+        self.nb_features = nb_features
+        self.kernel = kernel
+        self.no_projection = bool(no_projection)
+        self.feature_redraw_interval = feature_redraw_interval
+        self.scaling = scaling
+        self.seed = int(seed)
+        self.eps = float(eps)
+
+    @property
+    def uses_projection(self):
+        return self.kernel != "exact" and not self.no_projection
+
+    def build(self, query_shape, key_shape=None, value_shape=None):
+        dim = int(query_shape[-1])
+        self.query_dim = dim
+        self.resolved_nb_features = int(self.nb_features or default_nb_features(dim))
+        if self.uses_projection:
+            self.projection = self.add_weight(
+                name="projection",
+                shape=(self.resolved_nb_features, dim),
+                initializer=lambda shape, dtype=None: self.draw(0),
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+            self.step = self.add_weight(
+                name="step",
+                shape=(),
+                dtype="int64",
+                initializer="zeros",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+
+    def draw(self, draw_index):
+        """The random matrix of draw number `draw_index` (a stateless function)."""
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(draw_index, tf.int64)])
+        return orthogonal_random_matrix(
+            self.resolved_nb_features, self.query_dim, seed, self.scaling
+        )
+
+    def _projection_for_step(self, training):
+        """The projection to use now; in training, redraws at interval multiples."""
+        interval = int(self.feature_redraw_interval or 0)
+        if not training or interval == 0:
+            return self.projection
+        step = ops.convert_to_tensor(self.step)
+        redraw = ops.logical_and(step > 0, step % interval == 0)
+        projection = tf.cond(
+            redraw,
+            lambda: self.draw(step // interval),
+            lambda: tf.convert_to_tensor(self.projection),
+        )
+        self.projection.assign(projection)
+        self.step.assign_add(1)
+        return projection
+
+    def feature_map(self, x, is_query, projection):
+        """φ(x) for queries or keys, `[batch, heads, tokens, features]`."""
+        if self.no_projection:
+            return feature_maps.no_projection_features(x, is_query)
+        if self.kernel == "relu":
+            return feature_maps.relu_kernel_features(x, projection)
+        return feature_maps.softmax_kernel_features(x, projection, is_query, self.eps)
+
+    def call(self, query, key, value, training=None):
+        if self.kernel == "exact":
+            return feature_maps.exact_attention(query, key, value)
+        projection = self._projection_for_step(training) if self.uses_projection else None
+        query_features = self.feature_map(query, True, projection)
+        key_features = self.feature_map(key, False, projection)
+        return feature_maps.linear_attention(query_features, key_features, value)
+
+    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
+        return tuple(query_shape[:-1]) + (value_shape[-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            nb_features=self.nb_features,
+            kernel=self.kernel,
+            no_projection=self.no_projection,
+            feature_redraw_interval=self.feature_redraw_interval,
+            scaling=self.scaling,
+            seed=self.seed,
+            eps=self.eps,
+        )
+        return config

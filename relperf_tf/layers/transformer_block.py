@@ -1,0 +1,81 @@
+"""The pre-LayerNorm transformer block shared by all four models."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="relperf_tf")
+class TransformerBlock(keras.layers.Layer):
+    """x + Dropout(Attention(LN(x))), then x + FF(LN(x)).
+
+    FF = Dense(4·dim, GELU), Dropout, Dense(dim). The attention layer decides
+    how positions enter: it is called with `positions` when they are given.
+
+    Args:
+        attention: a self-attention layer (`FavorAttention` or a subclass).
+        attn_dropout: float in [0, 1), dropout on the attention output.
+        ff_dropout: float in [0, 1), dropout inside the feed-forward.
+        ff_multiplier: int, hidden width of FF over dim. Default 4.
+
+    Call arguments:
+        inputs: `[batch, tokens, dim]`.
+        positions: optional positional encodings passed to the attention.
+        training: bool.
+
+    Returns:
+        `[batch, tokens, dim]`.
+    """
+
+    def __init__(self, attention, attn_dropout=0.1, ff_dropout=0.1, ff_multiplier=4, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(attention, dict):
+            attention = keras.saving.deserialize_keras_object(attention)
+        for name, value in (("attn_dropout", attn_dropout), ("ff_dropout", ff_dropout)):
+            if not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"{name}={value} is not allowed; use a float in [0, 1).")
+        self.attention = attention
+        self.attn_dropout = float(attn_dropout)
+        self.ff_dropout = float(ff_dropout)
+        self.ff_multiplier = int(ff_multiplier)
+
+    def build(self, inputs_shape, positions_shape=None):
+        dim = int(inputs_shape[-1])
+        self._attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="attention_norm")
+        self._attention_dropout = keras.layers.Dropout(self.attn_dropout)
+        self._ff_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="ff_norm")
+        self._ff_hidden = keras.layers.Dense(
+            self.ff_multiplier * dim, activation="gelu", name="ff_hidden"
+        )
+        self._ff_dropout = keras.layers.Dropout(self.ff_dropout)
+        self._ff_output = keras.layers.Dense(dim, name="ff_output")
+        self._attention_norm.build(inputs_shape)
+        self._ff_norm.build(inputs_shape)
+        self._ff_hidden.build(inputs_shape)
+        self._ff_output.build(tuple(inputs_shape[:-1]) + (self.ff_multiplier * dim,))
+        if positions_shape is None:
+            self.attention.build(inputs_shape)
+        else:
+            self.attention.build(inputs_shape, positions_shape)
+
+    def call(self, inputs, positions=None, training=None):
+        hidden = self._attention_norm(inputs)
+        if positions is None:
+            hidden = self.attention(hidden, training=training)
+        else:
+            hidden = self.attention(hidden, positions, training=training)
+        x = inputs + self._attention_dropout(hidden, training=training)
+        hidden = self._ff_hidden(self._ff_norm(x))
+        hidden = self._ff_output(self._ff_dropout(hidden, training=training))
+        return x + hidden
+
+    def compute_output_shape(self, inputs_shape, positions_shape=None):
+        return tuple(inputs_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            attention=keras.saving.serialize_keras_object(self.attention),
+            attn_dropout=self.attn_dropout,
+            ff_dropout=self.ff_dropout,
+            ff_multiplier=self.ff_multiplier,
+        )
+        return config

@@ -1,0 +1,258 @@
+"""The model factory: four Performers that differ only in how positions enter.
+
+All four share one pixel-embedding path, one `TransformerBlock` stack and one
+classifier head; `position_encoding` selects the strategy:
+
+| model                    | position_encoding | attention                   |
+|--------------------------|-------------------|-----------------------------|
+| Performer                | absolute          | FavorAttention              |
+| NoposPerformer           | none              | FavorAttention              |
+| RelativePerformer        | relative          | RelativeFavorAttention      |
+| ClippedRelativePerformer | clipped           | ClippedRelativeAttention    |
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from relperf_tf.layers import (
+    ClassToken,
+    ClippedRelativeAttention,
+    FavorAttention,
+    LearnableSinusoidEncoding,
+    PixelEmbedding,
+    RelativeFavorAttention,
+    TransformerBlock,
+)
+
+MODEL_NAMES = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer")
+POSITION_ENCODINGS = {
+    "Performer": "absolute",
+    "NoposPerformer": "none",
+    "RelativePerformer": "relative",
+    "ClippedRelativePerformer": "clipped",
+}
+# Reference defaults (DESIGN §5).
+DEFAULT_HPARAMS = dict(
+    dim=128,
+    depth=4,
+    heads=4,
+    attn_dropout=0.1,
+    ff_dropout=0.1,
+    embedding_type="linear",
+    nb_features=None,
+    feature_redraw_interval=1000,
+    no_projection=False,
+    kernel="softmax",
+    pos_scales=4,
+    content_rel_attn=False,
+    clipping_dist=8,
+    seed=0,
+)
+
+
+def grid_coordinates(height, width):
+    """Row-major (row, col) coordinates of an H×W grid, float32 `[H·W, 2]`."""
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    return np.stack([rows.ravel(), cols.ravel()], axis=1).astype("float32")
+
+
+def _check_positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= {minimum}.")
+
+
+@keras.saving.register_keras_serializable(package="relperf_tf")
+class PerformerClassifier(keras.Model):
+    """Image classifier: pixels as tokens, class token, FAVOR+ blocks, linear head.
+
+    Images `[batch, H, W, C]` → logits `[batch, num_classes]`. Build it with
+    `build_model(name, ...)`; arguments are those of `DEFAULT_HPARAMS` plus
+    `image_shape`, `num_classes` and `position_encoding` (see module docstring).
+    """
+
+    def __init__(
+        self,
+        image_shape,
+        num_classes,
+        position_encoding="absolute",
+        dim=128,
+        depth=4,
+        heads=4,
+        attn_dropout=0.1,
+        ff_dropout=0.1,
+        embedding_type="linear",
+        nb_features=None,
+        feature_redraw_interval=1000,
+        no_projection=False,
+        kernel="softmax",
+        pos_scales=4,
+        content_rel_attn=False,
+        clipping_dist=8,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if position_encoding not in POSITION_ENCODINGS.values():
+            raise ValueError(
+                f"position_encoding={position_encoding!r} is not allowed; "
+                f"use one of {tuple(POSITION_ENCODINGS.values())}."
+            )
+        if len(image_shape) != 3:
+            raise ValueError(
+                f"image_shape={tuple(image_shape)} is not allowed; use (height, width, channels)."
+            )
+        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("pos_scales", pos_scales), ("clipping_dist", clipping_dist), ("num_classes", num_classes)):
+            _check_positive_int(name, value)
+        if nb_features is not None:
+            _check_positive_int("nb_features", nb_features)
+        if dim % heads:
+            raise ValueError(f"dim={dim} is not divisible by heads={heads}; choose heads that divide dim.")
+        if position_encoding == "absolute" and dim % 4:
+            raise ValueError(f"dim={dim} is not allowed for Performer; use a multiple of 4.")
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.num_classes = int(num_classes)
+        self.position_encoding = position_encoding
+        self.dim, self.depth, self.heads = int(dim), int(depth), int(heads)
+        self.attn_dropout, self.ff_dropout = float(attn_dropout), float(ff_dropout)
+        self.embedding_type = embedding_type
+        self.nb_features = nb_features
+        self.feature_redraw_interval = feature_redraw_interval
+        self.no_projection = bool(no_projection)
+        self.kernel = kernel
+        self.pos_scales = int(pos_scales)
+        self.content_rel_attn = bool(content_rel_attn)
+        self.clipping_dist = int(clipping_dist)
+        self.seed = int(seed)
+
+        height, width, _ = self.image_shape
+        self._coordinates = grid_coordinates(height, width)
+        self.embedding = PixelEmbedding(dim, embedding_type, name="embedding")
+        self.positions = None
+        if position_encoding == "absolute":
+            self.positions = LearnableSinusoidEncoding(dim // 4, 1000.0 * max(height, width), name="positions")
+        elif position_encoding == "relative":
+            self.positions = LearnableSinusoidEncoding(pos_scales, 2.0 * max(height, width), name="positions")
+        self.class_token = ClassToken("last" if position_encoding == "clipped" else "first", name="class_token")
+        self.blocks = [
+            TransformerBlock(self._attention(index), attn_dropout, ff_dropout, name=f"block_{index}")
+            for index in range(self.depth)
+        ]
+        self.head = keras.layers.Dense(num_classes, name="head")
+
+    def _attention(self, index):
+        """The attention layer of block `index`: the one place the variants differ."""
+        favor = dict(
+            nb_features=self.nb_features,
+            kernel=self.kernel,
+            no_projection=self.no_projection,
+            feature_redraw_interval=self.feature_redraw_interval,
+            seed=self.seed * 1000 + index,
+            name="attention",
+        )
+        if self.position_encoding == "relative":
+            return RelativeFavorAttention(self.heads, content_rel_attn=self.content_rel_attn, **favor)
+        if self.position_encoding == "clipped":
+            return ClippedRelativeAttention(
+                self.heads, grid_shape=self.image_shape[:2], clipping_dist=self.clipping_dist, **favor
+            )
+        return FavorAttention(self.heads, **favor)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"images of rank {len(input_shape)} are not allowed; use [batch, H, W, C].")
+        height, width, _ = self.image_shape
+        tokens = height * width + 1
+        self.embedding.build(input_shape)
+        self.class_token.build((None, tokens - 1, self.dim))
+        positions_shape = None
+        if self.positions is not None:
+            self.positions.build(self._coordinates.shape)
+            if self.position_encoding == "relative":
+                positions_shape = (tokens, 4 * self.pos_scales)
+        for block in self.blocks:
+            block.build((None, tokens, self.dim), positions_shape)
+        self.head.build((None, self.dim))
+
+    def call(self, images, training=None):
+        if len(images.shape) != 4:
+            raise ValueError(f"images of rank {len(images.shape)} are not allowed; use [batch, H, W, C].")
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"images of shape {tuple(images.shape[1:])} are not allowed; "
+                f"this model takes {self.image_shape}."
+            )
+        tokens = self.embedding(images)  # [b, H·W, dim]
+        positions = None
+        if self.position_encoding == "absolute":
+            tokens = tokens + ops.cast(self.positions(self._coordinates), tokens.dtype)[None]
+        elif self.position_encoding == "relative":
+            encodings = self.positions(self._coordinates)  # [H·W, 4S]
+            positions = ops.pad(encodings, ((1, 0), (0, 0)))  # class token first: zeros
+        x = self.class_token(tokens)
+        for block in self.blocks:
+            x = block(x, positions, training=training)
+        return self.head(x[:, self.class_token.index()])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable}
+        config.update(
+            image_shape=self.image_shape,
+            num_classes=self.num_classes,
+            position_encoding=self.position_encoding,
+            dim=self.dim,
+            depth=self.depth,
+            heads=self.heads,
+            attn_dropout=self.attn_dropout,
+            ff_dropout=self.ff_dropout,
+            embedding_type=self.embedding_type,
+            nb_features=self.nb_features,
+            feature_redraw_interval=self.feature_redraw_interval,
+            no_projection=self.no_projection,
+            kernel=self.kernel,
+            pos_scales=self.pos_scales,
+            content_rel_attn=self.content_rel_attn,
+            clipping_dist=self.clipping_dist,
+            seed=self.seed,
+        )
+        return config
+
+
+def build_model(name, *, image_shape, num_classes, **hparams):
+    """Builds one of `MODEL_NAMES` as a `keras.Model` (built, not compiled).
+
+    Args:
+        name: one of `MODEL_NAMES`.
+        image_shape: (H, W, C) of the input images.
+        num_classes: int, number of output logits.
+        **hparams: any of `DEFAULT_HPARAMS`; the rest keep their defaults.
+
+    Returns:
+        A built `PerformerClassifier`: images `[batch, H, W, C]` → logits
+        `[batch, num_classes]`.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"model={name!r} is not allowed; use one of {MODEL_NAMES}.")
+    unknown = sorted(set(hparams) - set(DEFAULT_HPARAMS))
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameters {unknown}; allowed: {sorted(DEFAULT_HPARAMS)}."
+        )
+    config = {**DEFAULT_HPARAMS, **{k: v for k, v in hparams.items() if v is not None or k == "nb_features"}}
+    if len(tuple(image_shape)) != 3:
+        raise ValueError(
+            f"image_shape={tuple(image_shape)} is not allowed; use (height, width, channels) "
+            "for images of rank 4 [batch, H, W, C]."
+        )
+    model = PerformerClassifier(
+        image_shape=tuple(image_shape),
+        num_classes=num_classes,
+        position_encoding=POSITION_ENCODINGS[name],
+        name=name,
+        **config,
+    )
+    model.build((None,) + tuple(image_shape))
+    return model

@@ -1,0 +1,76 @@
+"""FAVOR+ attention against exact softmax attention computed in NumPy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from relperf_tf.layers import FavorAttention, FavorKernel
+from tests.layer_test import run_layer_test
+
+
+def numpy_softmax_attention(q, k, v):
+    scores = np.einsum("bhnd,bhkd->bhnk", q, k) / np.sqrt(q.shape[-1])
+    scores = np.exp(scores - scores.max(-1, keepdims=True))
+    return np.einsum("bhnk,bhkd->bhnd", scores / scores.sum(-1, keepdims=True), v)
+
+
+def favor_error(nb_features, q, k, v, seeds=5):
+    exact = numpy_softmax_attention(q, k, v)
+    errors = []
+    for seed in range(seeds):
+        out = FavorKernel(nb_features=nb_features, seed=seed)(q, k, v)
+        errors.append(np.abs(np.array(out) - exact).mean() / np.abs(exact).mean())
+    return float(np.mean(errors))
+
+
+def test_favor_approximates_softmax_attention():
+    """N = 64, d = 16: error at m = 256 is at least 2× lower than at m = 16."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(1, 2, 64, 16)).astype("float32") * 0.7 for _ in range(3))
+    error_16, error_256 = favor_error(16, q, k, v), favor_error(256, q, k, v)
+    print(f"FAVOR+ relative error: m=16 {error_16:.4f}, m=256 {error_256:.4f}")
+    assert error_256 * 2 <= error_16
+
+
+def test_exact_kernel_matches_numpy():
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.normal(size=(2, 2, 9, 8)).astype("float32") for _ in range(3))
+    np.testing.assert_allclose(
+        FavorKernel(kernel="exact")(q, k, v), numpy_softmax_attention(q, k, v), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("options", [dict(kernel="relu"), dict(no_projection=True)])
+def test_other_kernels_are_normalised_averages_of_values(options):
+    """Every option is a convex combination of values: constant v passes through."""
+    rng = np.random.default_rng(2)
+    q, k = (rng.normal(size=(1, 2, 12, 8)).astype("float32") for _ in range(2))
+    v = np.full((1, 2, 12, 4), 3.0, "float32")
+    np.testing.assert_allclose(FavorKernel(**options)(q, k, v), v, rtol=1e-5)
+
+
+def test_linear_memory_graph_has_no_token_by_token_tensor():
+    """Tracing at N = 2048 creates no tensor with two token axes."""
+    layer = FavorAttention(num_heads=2, nb_features=8)
+    fn = tf.function(lambda x: layer(x))
+    graph = fn.get_concrete_function(tf.TensorSpec((1, 2048, 8))).graph
+    for op in graph.get_operations():
+        for out in op.outputs:
+            dims = out.shape.as_list() if out.shape.rank is not None else []
+            assert dims.count(2048) < 2, f"{op.name} has shape {dims}"
+
+
+@pytest.mark.parametrize("options", [{}, dict(kernel="relu"), dict(no_projection=True), dict(kernel="exact")])
+def test_favor_attention_layer(tmp_path, options):
+    x = np.random.default_rng(3).normal(size=(2, 7, 8)).astype("float32")
+    run_layer_test(tmp_path, lambda: FavorAttention(num_heads=2, nb_features=8, **options), [x], (2, 7, 8))
+
+
+def test_bad_arguments_name_the_parameter():
+    with pytest.raises(ValueError, match="kernel='cosine'"):
+        FavorKernel(kernel="cosine")
+    with pytest.raises(ValueError, match="nb_features=0"):
+        FavorKernel(nb_features=0)
+    with pytest.raises(ValueError, match="dim=10 is not divisible by heads=4"):
+        FavorAttention(num_heads=4)(keras.ops.zeros((1, 3, 10)))

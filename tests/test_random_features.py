@@ -1,0 +1,71 @@
+"""Random matrices and feature maps: orthogonality, scaling, unbiasedness."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from relperf_tf.layers import feature_maps
+from relperf_tf.layers.random_features import default_nb_features, orthogonal_random_matrix
+
+
+def draw(m, d, scaling, seed=(1, 2)):
+    return orthogonal_random_matrix(m, d, tf.constant(seed, tf.int64), scaling).numpy()
+
+
+@pytest.mark.parametrize("scaling", ["gaussian", "fixed"])
+def test_rows_orthogonal_within_each_block(scaling):
+    m, d = 20, 8  # blocks of 8, 8, 4 rows
+    w = draw(m, d, scaling)
+    norms = np.linalg.norm(w, axis=1)
+    for start in range(0, m, d):
+        block = w[start : start + d] / norms[start : start + d, None]
+        gram = block @ block.T
+        np.testing.assert_allclose(gram, np.eye(len(block)), atol=1e-5)
+    # Rows of different blocks are independent, so not orthogonal in general.
+    cross = (w[:d] / norms[:d, None]) @ (w[d : 2 * d] / norms[d : 2 * d, None]).T
+    assert np.abs(cross).max() > 1e-2
+
+
+def test_row_norms_follow_the_scaling():
+    d = 16
+    np.testing.assert_allclose(np.linalg.norm(draw(64, d, "fixed"), axis=1), np.sqrt(d), rtol=1e-5)
+    norms = np.linalg.norm(draw(4096, d, "gaussian"), axis=1)
+    # Chi distribution with d degrees of freedom: mean ≈ √(d − 1/2), variance ≈ 1/2.
+    assert abs(norms.mean() - np.sqrt(d - 0.5)) < 0.05
+    assert 0.4 < norms.var() < 0.6
+
+
+def test_draws_are_deterministic_and_seed_dependent():
+    np.testing.assert_array_equal(draw(16, 8, "gaussian", (3, 4)), draw(16, 8, "gaussian", (3, 4)))
+    assert not np.allclose(draw(16, 8, "gaussian", (3, 4)), draw(16, 8, "gaussian", (3, 5)))
+
+
+def test_default_nb_features():
+    assert default_nb_features(32) == int(32 * np.log(32)) == 110
+    assert default_nb_features(8) == 16
+
+
+def test_softmax_features_are_unbiased():
+    """Averaged over 1000 draws, φ(q)·φ(k) ≈ exp(q·k/√d) within 5 % (d = 8)."""
+    d, draws = 8, 1000
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(3, d)).astype("float32") * 0.5
+    k = rng.normal(size=(3, d)).astype("float32") * 0.5
+    exact = np.exp(np.sum(q * k, axis=1) / np.sqrt(d))
+    estimates = []
+    for index in range(draws):
+        w = orthogonal_random_matrix(default_nb_features(d), d, tf.constant([7, index], tf.int64))
+        fq = feature_maps.softmax_kernel_features(q[None, None], w, True, eps=0.0, stabilize=False)
+        fk = feature_maps.softmax_kernel_features(k[None, None], w, False, eps=0.0, stabilize=False)
+        estimates.append(np.sum(np.array(fq) * np.array(fk), axis=-1)[0, 0])
+    relative_error = np.abs(np.mean(estimates, axis=0) / exact - 1)
+    print("unbiasedness relative error per pair:", relative_error)
+    assert relative_error.max() < 0.05
+
+
+def test_features_are_positive():
+    x = tf.random.normal((2, 2, 10, 8), seed=1) * 3
+    w = orthogonal_random_matrix(16, 8, tf.constant([0, 0], tf.int64))
+    for is_query in (True, False):
+        assert np.all(np.array(feature_maps.softmax_kernel_features(x, w, is_query)) > 0)
+    assert np.all(np.array(feature_maps.relu_kernel_features(x, w)) >= 1e-3)
