@@ -1,0 +1,103 @@
+"""Callbacks that make runs resumable: metrics CSV, best checkpoint, NaN guard."""
+
+import csv
+import math
+import os
+
+import keras
+
+COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+
+class MetricsCSVLogger(keras.callbacks.Callback):
+    """One row per finished epoch in `metrics.csv`, consistent across resumes.
+
+    On (re)start it keeps the rows of epochs before the one training resumes
+    from (set by `BackupAndRestore`, which must come earlier in the callback
+    list) and drops any later row, so the file has no gap and no duplicate.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.rows = []
+
+    def on_train_begin(self, logs=None):
+        start = getattr(self.model, "_initial_epoch", None) or 0
+        rows = []
+        if os.path.exists(self.path):
+            with open(self.path, newline="") as f:
+                rows = [row for row in csv.DictReader(f) if int(row["epoch"]) < start]
+        self.rows = rows
+        self._write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if "learning_rate" not in logs:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.rows.append({"epoch": epoch, **{k: logs.get(k, "") for k in COLUMNS[1:]}})
+        self._write()
+
+    def _write(self):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)  # atomic: a kill never leaves half a file
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model with the best validation accuracy; stops after `patience`.
+
+    Its state (best value, epochs without improvement) is rebuilt from the
+    metrics history on resume, so a resumed run neither overwrites a better
+    checkpoint nor restarts its patience.
+    """
+
+    def __init__(self, path, history, patience=20, monitor="val_accuracy"):
+        super().__init__()
+        self.path = path
+        self.history = history  # a MetricsCSVLogger
+        self.patience = patience
+        self.monitor = monitor
+        self.best = -math.inf
+        self.best_epoch = None
+        self.wait = 0
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.wait = -math.inf, None, 0
+        for row in self.history.rows:
+            self._update(int(row["epoch"]), float(row[self.monitor]))
+
+    def _update(self, epoch, value):
+        if value > self.best:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        if self._update(epoch, float(value)):
+            tmp = self.path[: -len(".keras")] + ".tmp.keras"
+            self.model.save(tmp)
+            os.replace(tmp, self.path)
+        if self.patience and self.wait >= self.patience:
+            self.model.stop_training = True
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training at the first NaN/Inf loss and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_batch = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_batch = batch
+            self.model.stop_training = True

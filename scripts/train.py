@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Train one model: python scripts/train.py --model=NoposPerformer --dataset=fashion_mnist"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the way
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from absl import flags  # noqa: E402
+
+from relperf_tf import cli  # noqa: E402
+from relperf_tf import data as data_lib  # noqa: E402
+from relperf_tf import training  # noqa: E402
+
+cli.define_run_flags()
+# absl.logging already defines --log_dir ("directory to write logfiles into"): it
+# is our run root too, with the reference implementation's default layout.
+flags.FLAGS.set_default("log_dir", "logs")
+flags.DEFINE_string("exp_name", "default", "Experiment name.")
+flags.DEFINE_string("version", None, "Run name (default: next free version_X).")
+flags.DEFINE_boolean("resume", False, "Continue an interrupted run (same --version).")
+flags.DEFINE_boolean("progress_bar", True, "Keras progress bar; --noprogress_bar prints one line per epoch.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; all settings are --flags.")
+    try:
+        cli.require("model", "dataset")
+        config = training.resolve_config(FLAGS.model, FLAGS.dataset, FLAGS.preset, **{**cli.explicit_settings(), "log_dir": FLAGS.log_dir, "exp_name": FLAGS.exp_name, "version": FLAGS.version, "resume": FLAGS.resume, "verbose": 1 if FLAGS.progress_bar else 2})
+        training.plan_run_dir(config)
+        training.split_cpu(config.cpu_replicas)
+        result = training.train(config)
+    except ValueError as error:
+        cli.fail(error)
+    except data_lib.DataUnavailableError as error:
+        cli.fail(error, cli.EXIT_NO_DATA)
+    except training.TrainingDivergedError as error:
+        cli.fail(error, cli.EXIT_DIVERGED)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    cli.run(main)

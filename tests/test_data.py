@@ -1,0 +1,83 @@
+"""Input pipelines: offline Fashion-MNIST, mock MNIST/CIFAR-10, missing-data errors."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from relperf_tf import data
+
+CHECKSUMS = os.path.join(os.path.dirname(tfds.__file__), "url_checksums", "fashion_mnist.txt")
+
+
+def test_debian_files_restore_to_the_upstream_checksums(tmp_path):
+    registered = {}
+    with open(CHECKSUMS) as f:
+        for line in f:
+            url, size, sha, name = line.split()
+            registered[name] = (int(size), sha)
+    for name, (size, sha) in registered.items():
+        target = tmp_path / name
+        data.restore_upstream_gzip(os.path.join(data.DEBIAN_FASHION_MNIST, name), str(target))
+        content = target.read_bytes()
+        assert (len(content), hashlib.sha256(content).hexdigest()) == (size, sha), name
+
+
+def test_offline_fashion_mnist_is_complete(fashion_mnist_dir):
+    builder = data.prepare("fashion_mnist", fashion_mnist_dir)
+    assert builder.info.splits["train"].num_examples == 60_000
+    assert builder.info.splits["test"].num_examples == 10_000
+    labels = tfds.as_numpy(builder.as_dataset(split="train", as_supervised=True, batch_size=-1))[1]
+    np.testing.assert_array_equal(np.bincount(labels, minlength=10), [6000] * 10)
+
+
+def test_real_pipeline_splits_and_ranges(fashion_mnist_dir):
+    splits = data.load("fashion_mnist", 64, data_dir=fashion_mnist_dir, seed=0)
+    images, labels = next(iter(splits.train))
+    assert images.shape == (64, 32, 32, 1) and images.dtype.name == "float32"
+    assert 0.0 <= float(np.min(images)) and float(np.max(images)) <= 1.0
+    assert labels.shape == (64,)
+    assert sum(int(b[1].shape[0]) for b in splits.validation) == 5000
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10"])
+@pytest.mark.parametrize("embedding_type", ["linear", "lookup"])
+def test_mock_pipelines(monkeypatch, tmp_path, dataset, embedding_type):
+    monkeypatch.setattr(data, "_network_available", lambda: True)
+    with tfds.testing.mock_data(num_examples=12):
+        splits = data.load(dataset, 4, embedding_type, data_dir=str(tmp_path), validation_size=4)
+        images, labels = next(iter(splits.train))
+    channels = data.DATASETS[dataset].channels
+    assert images.shape == (4, 32, 32, channels)
+    assert labels.dtype.name == "int64" and np.all((np.array(labels) >= 0) & (np.array(labels) < 10))
+    values = np.array(images)
+    if embedding_type == "lookup":
+        assert images.dtype.name == "uint8"
+    elif dataset == "cifar10":
+        # (x − mean)/std of values in [0, 1]
+        assert values.min() >= -0.4914 / 0.2023 - 1e-4 and values.max() <= (1 - 0.4465) / 0.2010 + 1e-4
+    else:
+        assert images.dtype.name == "float32" and 0 <= values.min() and values.max() <= 1
+
+
+def test_preprocess_resizes_bilinearly_and_scales():
+    images = np.full((2, 28, 28, 1), 255, "uint8")
+    out = np.array(data.preprocess(images, "mnist", "linear"))
+    assert out.shape == (2, 32, 32, 1)
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)
+    cifar = np.array(data.preprocess(np.zeros((1, 32, 32, 3), "uint8"), "cifar10", "linear"))
+    np.testing.assert_allclose(cifar[0, 0, 0], -np.array([0.4914, 0.4822, 0.4465]) / np.array([0.2023, 0.1994, 0.2010]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_missing_data_gives_an_actionable_error(monkeypatch, tmp_path, dataset):
+    monkeypatch.setattr(data, "_network_available", lambda: False)
+    with pytest.raises(data.DataUnavailableError, match="--data_dir=DIR.*TFDS_DATA_DIR"):
+        data.load(dataset, 4, data_dir=str(tmp_path / "empty"))
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="dataset='svhn'"):
+        data.get_spec("svhn")

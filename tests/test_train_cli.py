@@ -1,0 +1,133 @@
+"""scripts/train.py end to end: files written, bad flags, resume after SIGKILL, mirrored."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+SCRIPT = os.path.join(REPO, "scripts", "train.py")
+QUICK = ["--dim=8", "--depth=1", "--heads=2", "--nb_features=4", "--batch_size=16", "--noprogress_bar", "--seed=0"]
+
+
+def train_cli(args, **kwargs):
+    return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, **kwargs)
+
+
+def read_rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_end_to_end_on_real_fashion_mnist(tmp_path, fashion_mnist_dir):
+    log_dir = str(tmp_path / "logs")
+    result = train_cli(["--model=RelativePerformer", "--dataset=fashion_mnist", f"--log_dir={log_dir}", f"--data_dir={fashion_mnist_dir}", "--epochs=2", "--steps_per_epoch=5"] + QUICK)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = os.path.join(log_dir, "default", "version_0")
+    hparams = json.load(open(os.path.join(run_dir, "hparams.json")))
+    assert hparams["model"] == "RelativePerformer" and hparams["seed"] == 0 and hparams["dim"] == 8
+    assert {"tensorflow", "keras"} <= set(hparams["versions"])
+    assert [row["epoch"] for row in read_rows(run_dir)] == ["0", "1"]
+    assert float(read_rows(run_dir)[0]["learning_rate"]) == pytest.approx(1e-3)
+    assert os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras"))
+    events = [name for _, _, files in os.walk(os.path.join(run_dir, "tensorboard")) for name in files]
+    assert any(name.startswith("events.out.tfevents") for name in events)
+    metrics = json.load(open(os.path.join(run_dir, "test_metrics.json")))
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] > 0
+    # The next run gets the next version; an existing one needs --resume.
+    again = train_cli(["--model=RelativePerformer", "--dataset=fashion_mnist", f"--log_dir={log_dir}", "--version=version_0"] + QUICK)
+    assert again.returncode != 0 and "--version='version_0'" in again.stderr and "--resume" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (["--model=Transformer", "--dataset=mnist"], "--model"),
+        (["--model=Performer", "--dataset=svhn"], "--dataset"),
+        (["--model=Performer", "--dataset=mnist", "--batch_size=0"], "--batch_size"),
+        (["--model=Performer", "--dataset=mnist", "--attn_dropout=-0.5"], "--attn_dropout"),
+        (["--model=Performer", "--dataset=mnist", "--learning_rate=-1"], "--learning_rate"),
+        (["--model=Performer", "--dataset=mnist", "--dim=10", "--heads=4"], "--dim"),
+        (["--model=Performer", "--dataset=mnist", "--schedule=cosine"], "--schedule"),
+        (["--model=Performer", "--dataset=mnist", "--embedding_type=conv"], "--embedding_type"),
+        (["--model=Performer", "--dataset=mnist", "--strategy=tpu"], "--strategy"),
+        (["--model=Performer", "--dataset=mnist", "--preset=huge"], "--preset"),
+        (["--model=Performer", "--dataset=mnist", "--batch_size=abc"], "--batch_size"),
+        (["--dataset=mnist"], "--model"),
+    ],
+)
+def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, args, flag):
+    log_dir = tmp_path / "logs"
+    result = train_cli(args + [f"--log_dir={log_dir}"], cwd=tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and flag in errors[0], result.stderr[-1500:]
+    assert not log_dir.exists()
+    assert sorted(os.listdir(tmp_path)) == ["logs"] or not os.listdir(tmp_path) or sorted(os.listdir(tmp_path)) == []
+
+
+def test_unwritable_log_dir(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        result = train_cli(["--model=Performer", "--dataset=mnist", f"--log_dir={locked / 'logs'}"])
+        assert result.returncode != 0 and "--log_dir" in result.stderr
+        assert not (locked / "logs").exists()
+    finally:
+        locked.chmod(0o700)
+
+
+def test_log_dir_that_is_a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = train_cli(["--model=Performer", "--dataset=mnist", f"--log_dir={blocker / 'logs'}"])
+    assert result.returncode != 0 and "--log_dir" in result.stderr.splitlines()[-1]
+
+
+def test_missing_dataset_is_one_clear_error(tmp_path):
+    result = train_cli(["--model=Performer", "--dataset=cifar10", f"--data_dir={tmp_path / 'none'}", f"--log_dir={tmp_path / 'logs'}"] + QUICK)
+    assert result.returncode == 3
+    assert "--data_dir" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "logs").exists()
+
+
+def test_resume_after_sigkill(tmp_path, fashion_mnist_dir):
+    log_dir = str(tmp_path / "logs")
+    args = ["--model=NoposPerformer", "--dataset=fashion_mnist", f"--log_dir={log_dir}", f"--data_dir={fashion_mnist_dir}", "--epochs=4", "--steps_per_epoch=40", "--version=run"] + QUICK
+    process = subprocess.Popen([sys.executable, SCRIPT] + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = os.path.join(log_dir, "default", "run")
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if os.path.exists(os.path.join(run_dir, "metrics.csv")) and len(read_rows(run_dir)) >= 1:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)  # into epoch 1
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = read_rows(run_dir)
+    assert 1 <= len(before) < 4, "the run should be killed mid-training"
+    assert os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras"))
+
+    result = train_cli(args + ["--resume"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = read_rows(run_dir)
+    assert [row["epoch"] for row in after] == ["0", "1", "2", "3"]
+    assert after[: len(before)] == before  # finished epochs were not redone
+    assert os.path.exists(os.path.join(run_dir, "test_metrics.json"))
+
+
+def test_mirrored_cli_on_two_cpu_replicas(tmp_path, fashion_mnist_dir):
+    log_dir = str(tmp_path / "logs")
+    result = train_cli(["--model=ClippedRelativePerformer", "--dataset=fashion_mnist", "--clipping_dist=2", f"--log_dir={log_dir}", f"--data_dir={fashion_mnist_dir}", "--epochs=1", "--steps_per_epoch=3", "--strategy=mirrored", "--cpu_replicas=2"] + QUICK)
+    assert result.returncode == 0, result.stderr[-2000:]
+    hparams = json.load(open(os.path.join(log_dir, "default", "version_0", "hparams.json")))
+    assert hparams["replicas"] == 2

@@ -1,0 +1,126 @@
+"""Training library: schedules, optimizer, config resolution, resumable callbacks, NaN."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from relperf_tf import data, training
+from relperf_tf.schedules import WarmupSchedule
+
+TINY = dict(dim=8, depth=1, heads=2, nb_features=4, batch_size=8, attn_dropout=0.0, ff_dropout=0.0, verbose=0)
+
+
+def test_schedules():
+    constant = WarmupSchedule(1e-3, "constant", warmup=10)
+    assert float(constant(0)) == pytest.approx(1e-4)
+    assert float(constant(500)) == pytest.approx(1e-3)
+    noam = WarmupSchedule(1e-3, "noam", warmup=100)
+    assert float(noam(49)) == pytest.approx(0.5e-3)
+    assert float(noam(399)) == pytest.approx(1e-3 * np.sqrt(100 / 400))
+    assert float(WarmupSchedule(1e-3)(7)) == pytest.approx(1e-3)
+
+
+def test_optimizer_recipe():
+    optimizer = training.make_optimizer(1e-3)
+    assert (optimizer.beta_1, optimizer.beta_2, optimizer.global_clipnorm) == (0.9, 0.98, 0.5)
+
+
+def test_preset_then_explicit_flags():
+    config = training.resolve_config("RelativePerformer", "fashion_mnist", "paper", heads=4)
+    assert (config.dim, config.depth, config.heads, config.batch_size) == (256, 6, 4, 22)
+
+
+@pytest.mark.parametrize(
+    "overrides,flag",
+    [
+        (dict(batch_size=0), "--batch_size=0"),
+        (dict(attn_dropout=-0.1), "--attn_dropout=-0.1"),
+        (dict(ff_dropout=-1.0), "--ff_dropout=-1.0"),
+        (dict(learning_rate=-1.0), "--learning_rate=-1.0"),
+        (dict(dim=10, heads=4), "--dim=10 is not divisible by --heads=4"),
+        (dict(schedule="cosine"), "--schedule='cosine'"),
+        (dict(schedule="noam", warmup=0), "--warmup=0"),
+        (dict(embedding_type="lookup", dim=8), None),
+        (dict(strategy="tpu"), "--strategy='tpu'"),
+    ],
+)
+def test_bad_settings_name_the_flag(overrides, flag):
+    if flag is None:  # a valid combination
+        training.resolve_config("Performer", "mnist", **overrides)
+        return
+    with pytest.raises(ValueError, match=flag.replace("(", r"\(")):
+        training.resolve_config("Performer", "mnist", **overrides)
+
+
+def test_unknown_model_and_dataset():
+    with pytest.raises(ValueError, match="--model='Transformer'.*Performer"):
+        training.resolve_config("Transformer", "mnist")
+    with pytest.raises(ValueError, match="--dataset='svhn'"):
+        training.resolve_config("Performer", "svhn")
+
+
+def test_next_version(tmp_path):
+    assert training.next_version(str(tmp_path / "none")) == "version_0"
+    for name in ("version_0", "version_3", "other"):
+        (tmp_path / name).mkdir()
+    assert training.next_version(str(tmp_path)) == "version_4"
+
+
+def small_splits(images, labels, batch_size=8):
+    make = lambda: tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)  # noqa: E731
+    return data.Splits(train=make(), validation=make(), test=make(), spec=data.DATASETS["mnist"])
+
+
+def test_nan_loss_stops_keeps_last_good_checkpoint(tmp_path):
+    """Epoch 0 is clean, epoch 1 meets NaN pixels: stop, raise, best.keras stays good."""
+    rng = np.random.default_rng(0)
+    good = rng.random((16, 32, 32, 1)).astype("float32")
+    bad = np.full((16, 32, 32, 1), np.nan, "float32")
+    labels = np.arange(32) % 10
+    train = tf.data.Dataset.from_tensor_slices((np.concatenate([good, bad]), labels)).batch(8)
+    valid = tf.data.Dataset.from_tensor_slices((good, labels[:16])).batch(8)
+    splits = data.Splits(train=train, validation=valid, test=valid, spec=data.DATASETS["mnist"])
+    config = training.resolve_config("NoposPerformer", "mnist", log_dir=str(tmp_path), epochs=3, steps_per_epoch=2, seed=0, **TINY)
+    with pytest.raises(training.TrainingDivergedError, match="NaN"):
+        training.train(config, splits)
+    run_dir = tmp_path / "default" / "version_0"
+    best = keras.models.load_model(run_dir / "checkpoints" / "best.keras")
+    assert all(np.all(np.isfinite(keras.ops.convert_to_numpy(w))) for w in best.weights)
+    assert not (run_dir / "test_metrics.json").exists()
+
+
+def test_mirrored_training_keeps_replicas_identical(tmp_path):
+    strategy = training.make_strategy("mirrored", cpu_replicas=2)
+    assert strategy.num_replicas_in_sync == 2
+    config = training.resolve_config("RelativePerformer", "mnist", feature_redraw_interval=2, seed=0, **TINY)
+    model = training.build_compiled_model(config, strategy)
+    images = np.random.default_rng(1).random((48, 32, 32, 1)).astype("float32")
+    model.fit(images, np.arange(48) % 10, batch_size=8, epochs=1, verbose=0)
+    for weight in model.weights:
+        replicas = [keras.ops.convert_to_numpy(v) for v in strategy.experimental_local_results(weight.value)]
+        assert len(replicas) == 2
+        np.testing.assert_array_equal(replicas[0], replicas[1], err_msg=weight.path)
+
+
+def test_metrics_csv_drops_rows_after_the_restored_epoch(tmp_path):
+    from relperf_tf.callbacks import COLUMNS, MetricsCSVLogger
+
+    path = str(tmp_path / "metrics.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for epoch in range(3):
+            writer.writerow({"epoch": epoch, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5, "learning_rate": 1e-3})
+    logger = MetricsCSVLogger(path)
+    model = keras.Sequential([keras.layers.Dense(1)])
+    model._initial_epoch = 2  # what BackupAndRestore sets when resuming at epoch 2
+    logger.set_model(model)
+    logger.on_train_begin()
+    with open(path) as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
+    assert json.dumps(logger.rows)
