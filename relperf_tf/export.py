@@ -1,0 +1,82 @@
+"""SavedModel export for TF Serving: raw uint8 images in, probabilities out.
+
+Layout: `<export_dir>/<version>/` (next free integer), signature
+`serving_default`: `images` uint8 `[None, H, W, C]` at the dataset's native
+size → `probabilities` float32 `[None, classes]`, `classes` int64 `[None]`.
+Resize and normalisation run inside the graph; the random features are the
+stored ones (no redraw at inference), so the export is deterministic.
+`assets.extra/relperf.json` records dataset, class names and input shape.
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from relperf_tf import data as data_lib
+
+METADATA = os.path.join("assets.extra", "relperf.json")
+FORMATS = ("saved_model", "keras")
+
+
+def next_version(export_dir):
+    taken = [int(name) for name in (os.listdir(export_dir) if os.path.isdir(export_dir) else []) if re.fullmatch(r"\d+", name)]
+    return max(taken, default=0) + 1
+
+
+def serving_function(model, dataset, embedding_type):
+    """The tf.function TF Serving calls: uint8 images → probabilities, classes."""
+    spec = data_lib.get_spec(dataset)
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + spec.native_shape, tf.uint8, name="images")])
+    def serve(images):
+        logits = model(data_lib.preprocess(images, dataset, embedding_type), training=False)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
+
+    return serve
+
+
+def export_saved_model(model, dataset, embedding_type, export_dir, extra_metadata=None):
+    """Writes `<export_dir>/<next version>/`; returns that path.
+
+    The version directory appears only when complete (written to a temporary
+    directory beside it, then renamed), so TF Serving never loads half a model.
+    """
+    spec = data_lib.get_spec(dataset)
+    os.makedirs(export_dir, exist_ok=True)
+    target = os.path.join(export_dir, str(next_version(export_dir)))
+    staging = tempfile.mkdtemp(prefix=".export-", dir=export_dir)
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", serving_function(model, dataset, embedding_type))
+        archive.write_out(staging, verbose=False)
+        metadata = dict(dataset=dataset, class_names=list(spec.class_names), input_shape=list(spec.native_shape), input_dtype="uint8", embedding_type=embedding_type, **(extra_metadata or {}))
+        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
+        with open(os.path.join(staging, METADATA), "w") as f:
+            json.dump(metadata, f, indent=2)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def latest_version_dir(model_dir):
+    """`model_dir` itself if it is a SavedModel, else its highest-numbered version."""
+    if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        return model_dir
+    versions = [int(n) for n in (os.listdir(model_dir) if os.path.isdir(model_dir) else []) if re.fullmatch(r"\d+", n)]
+    if not versions:
+        raise ValueError(f"MODEL_DIR {model_dir!r} holds no SavedModel (no saved_model.pb and no numbered version).")
+    return os.path.join(model_dir, str(max(versions)))
+
+
+def read_metadata(version_dir):
+    with open(os.path.join(version_dir, METADATA)) as f:
+        return json.load(f)

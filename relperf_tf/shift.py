@@ -1,0 +1,116 @@
+"""The paper's shift-robustness experiment (arXiv:2102.07680, DESIGN §7).
+
+Test images (after the 32×32 resize) of chosen labels with at least
+`max_shift` all-zero columns on both sides are shifted horizontally by
+s ∈ [−max_shift, max_shift]; the empty columns wrap to the other side, so no
+object pixel is lost. Per run and shift: accuracy and loss, mean and std.
+"""
+
+import csv
+
+import numpy as np
+
+from relperf_tf import data as data_lib
+from relperf_tf import runs
+
+SHIFTABLE_DATASETS = ("mnist", "fashion_mnist")
+CSV_COLUMNS = ("run_dir", "model", "dataset", "labels", "shift", "images", "accuracy_mean", "accuracy_std", "loss_mean", "loss_std")
+
+
+def empty_border_mask(images, max_shift):
+    """Which images `[N, H, W, C]` have >= max_shift all-zero columns on each side."""
+    empty_columns = np.all(images == 0, axis=(1, 3))  # [N, W]
+    return np.all(empty_columns[:, :max_shift], axis=1) & np.all(empty_columns[:, -max_shift:], axis=1)
+
+
+def shift_images(images, shift):
+    """Moves images `[N, H, W, C]` right by `shift` columns (left if negative), wrapping."""
+    return np.roll(images, shift, axis=2)
+
+
+def select_images(dataset, labels, max_shift, data_dir=None):
+    """Raw test images (uint8, native size) and labels that qualify for shifting."""
+    if dataset not in SHIFTABLE_DATASETS:
+        raise ValueError(f"dataset={dataset!r} is not allowed for the shift experiment; use one of {SHIFTABLE_DATASETS}.")
+    if max_shift < 1:
+        raise ValueError(f"--max_shift={max_shift} is not allowed; use an integer >= 1.")
+    images, targets = data_lib.raw_test_images(dataset, data_dir)
+    keep = np.isin(targets, labels)
+    resized = np.array(data_lib.preprocess(images[keep], dataset, "lookup"))
+    qualify = empty_border_mask(resized, max_shift)
+    if not qualify.any():
+        raise ValueError(f"no {dataset} test image with --labels={list(labels)} has {max_shift} empty columns on both sides; lower --max_shift or choose other labels.")
+    return images[keep][qualify], targets[keep][qualify]
+
+
+def shift_curve(model, images, labels, dataset, embedding_type, max_shift, batch_size=256):
+    """Rows {shift, accuracy_mean/std, loss_mean/std} for one model."""
+    import keras
+
+    inputs = np.array(data_lib.preprocess(images, dataset, embedding_type))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    rows = []
+    for shift in range(-max_shift, max_shift + 1):
+        logits = model.predict(shift_images(inputs, shift), batch_size=batch_size, verbose=0)
+        correct = (np.argmax(logits, axis=1) == labels).astype("float64")
+        losses = np.array(loss_fn(labels, logits), dtype="float64")
+        rows.append(dict(shift=shift, images=len(labels), accuracy_mean=correct.mean(), accuracy_std=correct.std(), loss_mean=losses.mean(), loss_std=losses.std()))
+    return rows
+
+
+def run_shift_experiment(paths, labels, max_shift, data_dir=None):
+    """Shift curves of every run under `paths`: a list of CSV rows."""
+    run_dirs = runs.find_runs(paths)
+    hparams = {run_dir: runs.load_hparams(run_dir) for run_dir in run_dirs}
+    for run_dir, h in hparams.items():
+        if h["dataset"] not in SHIFTABLE_DATASETS:
+            raise ValueError(f"run {run_dir} was trained on {h['dataset']!r}; the shift experiment needs one of {SHIFTABLE_DATASETS}.")
+    selected = {}
+    rows = []
+    for run_dir in run_dirs:
+        h = hparams[run_dir]
+        if h["dataset"] not in selected:
+            selected[h["dataset"]] = select_images(h["dataset"], labels, max_shift, data_dir or h.get("data_dir"))
+        images, targets = selected[h["dataset"]]
+        curve = shift_curve(runs.load_best_model(run_dir), images, targets, h["dataset"], h["embedding_type"], max_shift)
+        for row in curve:
+            rows.append(dict(run_dir=run_dir, model=h["model"], dataset=h["dataset"], labels=" ".join(map(str, labels)), **row))
+    return rows
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(rows, path):
+    """Accuracy vs shift, one line (with ±std band) per run, labelled by model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=120)
+    by_run = {}
+    for row in rows:
+        by_run.setdefault(row["run_dir"], []).append(row)
+    names = [r[0]["model"] for r in by_run.values()]
+    for run_dir, run_rows in by_run.items():
+        shifts = np.array([r["shift"] for r in run_rows])
+        mean = np.array([r["accuracy_mean"] for r in run_rows])
+        label = run_rows[0]["model"]
+        if names.count(label) > 1:
+            label += f" ({run_dir.rstrip('/').split('/')[-1]})"
+        line, = axis.plot(shifts, mean, marker="o", label=label)
+        sem = np.array([r["accuracy_std"] for r in run_rows]) / np.sqrt(run_rows[0]["images"])
+        axis.fill_between(shifts, mean - sem, mean + sem, color=line.get_color(), alpha=0.2)
+    first = rows[0]
+    axis.set(xlabel="horizontal shift (pixels)", ylabel="test accuracy", ylim=(-0.02, 1.02),
+             title=f"Shift robustness: {first['dataset']}, labels {first['labels']}, {first['images']} images")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

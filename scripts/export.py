@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Export a run's best model: scripts/export.py RUN_DIR --export_dir saved_models/NAME"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from absl import flags  # noqa: E402
+
+from relperf_tf import cli, export, runs  # noqa: E402
+
+flags.DEFINE_string("export_dir", None, "Where to write: TF Serving's <export_dir>/<version>/ (or a .keras file with --format=keras).")
+flags.DEFINE_string("format", "saved_model", f"Output format {{{','.join(export.FORMATS)}}}.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) != 2:
+        cli.fail("usage: export.py RUN_DIR --export_dir=DIR [--format=saved_model|keras]")
+    run_dir = argv[1]
+    try:
+        cli.require("export_dir")
+        if FLAGS.format not in export.FORMATS:
+            raise ValueError(f"flag --format={FLAGS.format!r} is not allowed; use one of {export.FORMATS}.")
+        if not os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras")):
+            raise ValueError(f"RUN_DIR {run_dir!r} has no checkpoints/best.keras; pass a finished run directory.")
+        hparams = runs.load_hparams(run_dir)
+        model = runs.load_best_model(run_dir)
+        if FLAGS.format == "keras":
+            path = FLAGS.export_dir if FLAGS.export_dir.endswith(".keras") else os.path.join(FLAGS.export_dir, "model.keras")
+            if os.path.exists(path):
+                raise ValueError(f"flag --export_dir: {path!r} exists; choose another path.")
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            model.save(path)
+        else:
+            path = export.export_saved_model(model, hparams["dataset"], hparams["embedding_type"], FLAGS.export_dir, dict(model=hparams["model"], run_dir=os.path.abspath(run_dir)))
+    except ValueError as error:
+        cli.fail(error)
+    print(path)
+
+
+if __name__ == "__main__":
+    cli.run(main)

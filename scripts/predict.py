@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Classify PNG/JPEG files with an exported model: scripts/predict.py MODEL_DIR IMAGE [IMAGE ...] [--json]"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from absl import flags  # noqa: E402
+
+from relperf_tf import cli, export  # noqa: E402
+
+flags.DEFINE_boolean("json", False, "Print machine-readable JSON instead of a table.")
+FLAGS = flags.FLAGS
+
+
+def read_image(path, shape):
+    """Decodes a PNG/JPEG into uint8 `shape` (H, W, C), converting grey/RGB(A)."""
+    import tensorflow as tf
+
+    if not os.path.isfile(path):
+        raise ValueError(f"IMAGE {path!r} does not exist.")
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False, dtype=tf.uint8)
+    except tf.errors.InvalidArgumentError:
+        raise ValueError(f"IMAGE {path!r} is not a PNG, JPEG, GIF or BMP file.") from None
+    height, width, channels = shape
+    if channels == 1 and image.shape[-1] in (3, 4):
+        image = tf.image.rgb_to_grayscale(image[..., :3])
+    elif channels == 3 and image.shape[-1] in (1, 2):
+        image = tf.image.grayscale_to_rgb(image[..., :1])
+    image = image[..., :channels]
+    if tuple(image.shape[:2]) != (height, width):
+        raise ValueError(f"IMAGE {path!r} is {image.shape[1]}×{image.shape[0]} pixels; this model takes {width}×{height} images (no silent resize).")
+    return image
+
+
+def main(argv):
+    if len(argv) < 3:
+        cli.fail("usage: predict.py MODEL_DIR IMAGE [IMAGE ...] [--json]")
+    import tensorflow as tf
+
+    try:
+        version_dir = export.latest_version_dir(argv[1])
+        metadata = export.read_metadata(version_dir)
+        images = tf.stack([read_image(path, metadata["input_shape"]) for path in argv[2:]])
+    except ValueError as error:
+        cli.fail(error)
+    serve = tf.saved_model.load(version_dir).signatures["serving_default"]
+    outputs = serve(images=images)
+    results = []
+    for path, probabilities, index in zip(argv[2:], outputs["probabilities"].numpy(), outputs["classes"].numpy()):
+        results.append(dict(file=path, class_index=int(index), class_name=metadata["class_names"][index], probability=float(probabilities[index])))
+    if FLAGS.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['file']}\t{r['class_name']}\t{r['probability']:.4f}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

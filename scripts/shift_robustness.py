@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Shift robustness: scripts/shift_robustness.py RUN_DIR [...] --labels 1 --max_shift 8 --output shift.csv --plot shift.png"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from absl import flags  # noqa: E402
+
+from relperf_tf import cli, data, shift  # noqa: E402
+
+flags.DEFINE_list("labels", ["1"], "Test labels to use (Fashion-MNIST 1 = Trouser).")
+flags.DEFINE_integer("max_shift", 8, "Largest shift in pixels; images need this many empty columns on each side.")
+flags.DEFINE_string("output", "shift.csv", "CSV of accuracy/loss per run and shift.")
+flags.DEFINE_string("plot", None, "PNG plot of accuracy vs shift (optional).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's own).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) < 2:
+        cli.fail("usage: shift_robustness.py RUN_DIR [...] --labels=1 --max_shift=8 --output=shift.csv --plot=shift.png")
+    try:
+        try:
+            labels = [int(label) for label in FLAGS.labels]
+        except ValueError:
+            raise ValueError(f"flag --labels={','.join(FLAGS.labels)} is not allowed; use class indices like 1 or 1,7.")
+        rows = shift.run_shift_experiment(argv[1:], labels, FLAGS.max_shift, FLAGS.data_dir)
+        shift.write_csv(rows, FLAGS.output)
+        if FLAGS.plot:
+            shift.plot(rows, FLAGS.plot)
+    except ValueError as error:
+        cli.fail(error)
+    except data.DataUnavailableError as error:
+        cli.fail(error, cli.EXIT_NO_DATA)
+    for row in rows:
+        print(f"{row['model']:<26} shift {row['shift']:+d}: accuracy {row['accuracy_mean']:.3f}  loss {row['loss_mean']:.3f}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
