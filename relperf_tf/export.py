@@ -34,6 +34,15 @@ def serving_function(model, dataset, embedding_type):
 
     @tf.function(input_signature=[tf.TensorSpec((None,) + spec.native_shape, tf.uint8, name="images")])
     def serve(images):
+        # Loaded signatures do not enforce static shapes: check, never resize garbage.
+        expected = "images must be uint8 [batch, {}, {}, {}]".format(*spec.native_shape)
+        # Padding keeps the comparison well-formed whatever rank arrives (the
+        # graph's static shapes assume rank 4, so a rank test would be folded away).
+        shape = tf.shape(images)
+        padded = tf.concat([shape, tf.fill([4], -1)], axis=0)[1:4]
+        valid = tf.reduce_all(tf.equal(padded, tf.constant(spec.native_shape)))
+        with tf.control_dependencies([tf.debugging.Assert(valid, [expected, "got shape", shape])]):
+            images = tf.identity(images)
         logits = model(data_lib.preprocess(images, dataset, embedding_type), training=False)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -131,14 +132,19 @@ def test_saved_model_cli_lists_the_signature(exported):
 
 
 @pytest.mark.parametrize(
-    "images",
-    [np.zeros((2, 28, 28, 1), "float32"), np.zeros((28, 28, 1), "uint8"), np.zeros((2, 32, 32, 1), "uint8"), np.zeros((2, 28, 28, 3), "uint8")],
+    "images,message",
+    [
+        (np.zeros((2, 28, 28, 1), "float32"), "expected to be a uint8 tensor"),
+        (np.zeros((28, 28, 1), "uint8"), "images must be uint8 [batch, 28, 28, 1]"),
+        (np.zeros((2, 32, 32, 1), "uint8"), "images must be uint8 [batch, 28, 28, 1]"),
+        (np.zeros((2, 28, 28, 3), "uint8"), "images must be uint8 [batch, 28, 28, 1]"),
+    ],
     ids=["float32", "rank3", "32x32", "rgb"],
 )
-def test_signature_rejects_bad_inputs(exported, images):
+def test_signature_rejects_bad_inputs(exported, images, message):
     _, export_dir = exported
     serve = tf.saved_model.load(os.path.join(export_dir, "1")).signatures["serving_default"]
-    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
         serve(images=tf.constant(images))
 
 
@@ -166,7 +172,7 @@ def test_predict_on_png_files(tmp_path, exported, fashion_mnist_dir):
         path.write_bytes(tf.io.encode_png(image).numpy())
         paths.append(str(path))
     rgb = tmp_path / "rgb.png"
-    rgb.write_bytes(tf.io.encode_png(tf.image.grayscale_to_rgb(images[0])).numpy())
+    rgb.write_bytes(tf.io.encode_png(tf.image.grayscale_to_rgb(tf.constant(images[0]))).numpy())
     paths.append(str(rgb))
     result = script("predict.py", [export_dir] + paths + ["--json"])
     assert result.returncode == 0, result.stderr[-2000:]

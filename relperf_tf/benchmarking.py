@@ -1,0 +1,142 @@
+"""Throughput, memory, FLOP and approximation measurements (scripts/benchmark.py).
+
+Each throughput configuration runs in its own process so peak RSS values do
+not mix; within it: untimed warm-up, then the median of >= 5 timed windows.
+"""
+
+import json
+import resource
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from relperf_tf import training
+from relperf_tf.layers import feature_maps
+from relperf_tf.layers.random_features import default_nb_features, orthogonal_random_matrix
+
+BENCH_MODELS = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer", "exact")
+
+
+def forward_flops(model_name, image_size, dim, depth, heads, nb_features=None, pos_scales=4, clipping_dist=8, channels=1):
+    """Analytic multiply-add FLOPs (×2) of one image's forward pass."""
+    tokens = image_size * image_size + 1
+    head_dim = dim // heads
+    qk_dim = head_dim + (4 * pos_scales if model_name == "RelativePerformer" else 0)
+    m = nb_features or default_nb_features(qk_dim)
+    projections = 2 * tokens * dim * dim * (3.5 if model_name == "ClippedRelativePerformer" else 4)
+    feed_forward = 2 * 2 * tokens * dim * 4 * dim
+    if model_name == "exact":
+        attention = 2 * 2 * tokens * tokens * dim
+    else:
+        favor_heads = heads // 2 if model_name == "ClippedRelativePerformer" else heads
+        attention = favor_heads * (2 * 2 * tokens * m * qk_dim + 2 * 2 * tokens * m * head_dim)
+        if model_name == "ClippedRelativePerformer":
+            window = 2 * clipping_dist**2 - 2 * clipping_dist + 1
+            attention += (heads // 2) * 2 * tokens * (window + clipping_dist + 1) * head_dim
+    embedding = 2 * tokens * channels * dim
+    return depth * (projections + feed_forward + attention) + embedding
+
+
+def matmul_peak_gflops(size=2048, repeats=10):
+    """fp32 matmul throughput measured through TensorFlow in this process."""
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    matmul = tf.function(lambda x, y: tf.matmul(x, y))
+    matmul(a, b).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def build(model_name, image_size, batch_size, jit_compile, **hparams):
+    name = "Performer" if model_name == "exact" else model_name
+    config = training.resolve_config(name, "fashion_mnist", batch_size=batch_size, jit_compile=jit_compile, attn_dropout=0.0, ff_dropout=0.0, seed=0, **hparams)
+    if model_name == "exact":
+        config.kernel = "exact"  # the same architecture with exact softmax attention
+    from relperf_tf.models import build_model
+
+    model = build_model(name, image_shape=(image_size, image_size, 1), num_classes=10, **config.model_hparams())
+    training.compile_model(model, config)
+    return model
+
+
+def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5, window_steps=3, **hparams):
+    """One configuration's measurements (run it in a fresh process)."""
+    model = build(model_name, image_size, batch_size, jit_compile, **hparams)
+    images = np.random.default_rng(0).random((batch_size, image_size, image_size, 1)).astype("float32")
+    labels = np.arange(batch_size) % 10
+    if mode == "train":
+        data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(2)
+        model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # warm-up: trace + first steps
+
+        def window():
+            model.fit(data, steps_per_epoch=window_steps, epochs=1, verbose=0)
+    else:
+        predict = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
+        predict(images).numpy()
+
+        def window():
+            for _ in range(window_steps):
+                out = predict(images)
+            out.numpy()
+
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        window()
+        times.append((time.perf_counter() - start) / window_steps)
+    step = statistics.median(times)
+    flops = forward_flops(model_name, image_size, hparams.get("dim", 128), hparams.get("depth", 4), hparams.get("heads", 4), hparams.get("nb_features"))
+    flops_per_step = flops * batch_size * (3 if mode == "train" else 1)
+    peak = matmul_peak_gflops()
+    achieved = flops_per_step / step / 1e9
+    return dict(
+        model=model_name, mode=mode, image_size=image_size, tokens=image_size**2 + 1, batch_size=batch_size, jit_compile=jit_compile,
+        ms_per_step=1e3 * step, images_per_s=batch_size / step, gflops_per_s=achieved, matmul_peak_gflops=peak,
+        fraction_of_peak=achieved / peak, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        step_times_ms=[1e3 * t for t in times],
+    )
+
+
+def approximation_errors(query, key, value, features=(16, 32, 64, 128, 256, 512), draws=5):
+    """Relative error of FAVOR+ attention vs exact softmax attention per feature count."""
+    exact = np.array(feature_maps.exact_attention(query, key, value))
+    rows = []
+    for m in features:
+        errors = []
+        for draw in range(draws):
+            w = orthogonal_random_matrix(m, query.shape[-1], tf.constant([draw, m], tf.int64))
+            out = feature_maps.linear_attention(
+                feature_maps.softmax_kernel_features(query, w, True), feature_maps.softmax_kernel_features(key, w, False), value
+            )
+            errors.append(float(np.linalg.norm(np.array(out) - exact) / np.linalg.norm(exact)))
+        rows.append(dict(nb_features=m, relative_error=statistics.mean(errors), std=statistics.pstdev(errors)))
+    return rows
+
+
+def fashion_mnist_activations(data_dir=None, images=8):
+    """q, k, v `[b, h, n, d]` of the reference Performer's first block on real images."""
+    from relperf_tf import data as data_lib
+    from relperf_tf.layers.favor_attention import split_heads
+    from relperf_tf.models import build_model
+
+    raw, _ = data_lib.raw_test_images("fashion_mnist", data_dir)
+    x = data_lib.preprocess(raw[:images], "fashion_mnist", "linear")
+    model = build_model("Performer", image_shape=(32, 32, 1), num_classes=10, seed=0)
+    tokens = model.embedding(x) + model.positions(model._coordinates)[None]
+    tokens = model.class_token(tokens)
+    block = model.blocks[0]
+    hidden = block._attention_norm(tokens)
+    attention = block.attention
+    return tuple(np.array(split_heads(dense(hidden), attention.num_heads)) for dense in (attention._query_dense, attention._key_dense, attention._value_dense))
+
+
+def main_child(spec_json):
+    """Entry point of the per-configuration subprocess: prints one JSON line."""
+    spec = json.loads(spec_json)
+    print("RESULT " + json.dumps(time_config(**spec)), flush=True)

@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Speed, memory and approximation benchmarks; renders docs/benchmarks.md.
+
+python scripts/benchmark.py --models=Performer,exact --image_sizes=32 --modes=train,infer
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, REPO)
+
+from absl import flags  # noqa: E402
+
+from relperf_tf import benchmarking, cli  # noqa: E402
+
+flags.DEFINE_list("models", list(benchmarking.BENCH_MODELS), f"Any of {','.join(benchmarking.BENCH_MODELS)}.")
+flags.DEFINE_list("image_sizes", ["32"], "Image sizes to sweep (tokens = size² + 1), e.g. 16,32,64,128.")
+flags.DEFINE_list("modes", ["train", "infer"], "train (forward+backward+Adam) and/or infer.")
+flags.DEFINE_string("preset", "reference", "Model size preset {reference,paper,tiny}; --dim/--depth/--heads override.")
+flags.DEFINE_integer("dim", None, "Token width.")
+flags.DEFINE_integer("depth", None, "Blocks.")
+flags.DEFINE_integer("heads", None, "Heads.")
+flags.DEFINE_integer("batch_size", None, "Batch size (default: 16 train, 128 infer; 4 at >= 128 px).")
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the steps.")
+flags.DEFINE_integer("repeats", 5, "Timed windows (median reported).")
+flags.DEFINE_integer("timeout", 900, "Seconds allowed per configuration.")
+flags.DEFINE_boolean("approximation", True, "Also measure FAVOR+ error vs exact attention.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory for the real activations.")
+flags.DEFINE_string("output", os.path.join(REPO, "docs", "benchmarks.json"), "Results JSON (merged with earlier results).")
+flags.DEFINE_string("report", os.path.join(REPO, "docs", "benchmarks.md"), "Markdown report to render.")
+flags.DEFINE_string("child", None, "internal: run one configuration and print its result")
+FLAGS = flags.FLAGS
+
+
+def run_child(spec):
+    result = subprocess.run([sys.executable, __file__, f"--child={json.dumps(spec)}"], capture_output=True, text=True, timeout=FLAGS.timeout)
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    return dict(spec, error=tail[:300])
+
+
+def main(argv):
+    if FLAGS.child:
+        benchmarking.main_child(FLAGS.child)
+        return
+    from relperf_tf import report, training
+
+    for model in FLAGS.models:
+        if model not in benchmarking.BENCH_MODELS:
+            cli.fail(f"flag --models: {model!r} is not allowed; use any of {benchmarking.BENCH_MODELS}.")
+    for mode in FLAGS.modes:
+        if mode not in ("train", "infer"):
+            cli.fail(f"flag --modes: {mode!r} is not allowed; use train and/or infer.")
+    if FLAGS.repeats < 5:
+        cli.fail(f"flag --repeats={FLAGS.repeats} is not allowed; use >= 5 (the median of at least 5 windows).")
+    if FLAGS.preset not in training.PRESETS:
+        cli.fail(f"flag --preset={FLAGS.preset!r} is not allowed; use one of {tuple(training.PRESETS)}.")
+    try:
+        sizes = [int(s) for s in FLAGS.image_sizes]
+    except ValueError:
+        cli.fail(f"flag --image_sizes={','.join(FLAGS.image_sizes)} is not allowed; use integers like 16,32,64,128.")
+    preset = training.PRESETS[FLAGS.preset]
+    dims = dict(dim=FLAGS.dim or preset["dim"], depth=FLAGS.depth or preset["depth"], heads=FLAGS.heads or preset["heads"])
+    results = json.load(open(FLAGS.output)) if os.path.exists(FLAGS.output) else dict(throughput=[], approximation={})
+    for size in sizes:
+        for mode in FLAGS.modes:
+            for model in FLAGS.models:
+                batch = FLAGS.batch_size or (4 if size >= 128 else 16 if mode == "train" else 128)
+                spec = dict(model_name=model, mode=mode, image_size=size, batch_size=batch, jit_compile=FLAGS.jit_compile, repeats=FLAGS.repeats, **dims)
+                print(f"{model} {mode} {size}px batch {batch} ...", flush=True)
+                try:
+                    row = run_child(spec)
+                except subprocess.TimeoutExpired:
+                    row = dict(spec, error=f"timed out after {FLAGS.timeout} s")
+                row.update(dims)
+                print("   ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "step_times_ms"}, flush=True)
+                key = (row.get("model", model), mode, size, batch, FLAGS.jit_compile, dims["dim"], dims["depth"])
+                results["throughput"] = [r for r in results["throughput"] if (r.get("model"), r.get("mode"), r.get("image_size"), r.get("batch_size"), r.get("jit_compile"), r.get("dim"), r.get("depth")) != key]
+                results["throughput"].append(dict(row, model=model))
+    if FLAGS.approximation:
+        rng = np.random.default_rng(0)
+        q, k, v = (rng.normal(size=(2, 4, 1025, 32)).astype("float32") for _ in range(3))
+        results["approximation"]["random"] = benchmarking.approximation_errors(q, k, v)
+        results["approximation"]["fashion_mnist"] = benchmarking.approximation_errors(*benchmarking.fashion_mnist_activations(FLAGS.data_dir))
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+        json.dump(results, f, indent=2)
+    report.render(results, FLAGS.report)
+    print(f"wrote {FLAGS.output} and {FLAGS.report}")
+
+
+import numpy as np  # noqa: E402
+
+if __name__ == "__main__":
+    cli.run(main)
