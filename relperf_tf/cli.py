@@ -1,5 +1,6 @@
 """absl flag definitions and error handling shared by the scripts."""
 
+import contextlib
 import dataclasses
 import sys
 
@@ -63,6 +64,21 @@ def require(*names):
     for name in names:
         if flags.FLAGS[name].value is None:
             raise ValueError(f"flag --{name} is required.")
+
+
+@contextlib.contextmanager
+def errors_to_exit_codes():
+    """Bad input → exit 2, missing data → 3, diverged training → 4; one `error:` line each."""
+    from relperf_tf.training import TrainingDivergedError
+
+    try:
+        yield
+    except ValueError as error:
+        fail(error)
+    except data_lib.DataUnavailableError as error:
+        fail(error, EXIT_NO_DATA)
+    except TrainingDivergedError as error:
+        fail(error, EXIT_DIVERGED)
 
 
 def fail(message, code=EXIT_BAD_INPUT):

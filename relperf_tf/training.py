@@ -166,7 +166,10 @@ def make_strategy(name, cpu_replicas=1):
     cpus = tf.config.list_logical_devices("CPU")
     devices = [d.name for d in gpus] or [d.name for d in cpus[:max(cpu_replicas, 1)]]
     if name == "mirrored" or (name == "auto" and len(devices) > 1):
-        return tf.distribute.MirroredStrategy(devices)
+        # Logical CPUs share memory: reduce on one device instead of collective
+        # ops (whose instance keys also clash between strategies in one process).
+        cross_device_ops = None if gpus else tf.distribute.ReductionToOneDevice()
+        return tf.distribute.MirroredStrategy(devices, cross_device_ops=cross_device_ops)
     return tf.distribute.get_strategy()
 
 

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from absl import flags  # noqa: E402
 
-from relperf_tf import cli, data, evaluation  # noqa: E402
+from relperf_tf import cli, evaluation  # noqa: E402
 
 flags.DEFINE_string("output", "results.csv", "CSV to append one row per run to.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's own).")
@@ -19,12 +19,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) < 2:
         cli.fail("usage: evaluate.py RUN_DIR [RUN_DIR ...] --output=results.csv")
-    try:
+    with cli.errors_to_exit_codes():
         rows = evaluation.evaluate_into_csv(argv[1:], FLAGS.output, FLAGS.data_dir)
-    except ValueError as error:
-        cli.fail(error)
-    except data.DataUnavailableError as error:
-        cli.fail(error, cli.EXIT_NO_DATA)
     for row in rows:
         print(f"{row['run_dir']}: {row['model']} test_accuracy={row['test_accuracy']:.4f} test_loss={row['test_loss']:.4f}")
     print(f"{len(rows)} run(s) added to {FLAGS.output}")

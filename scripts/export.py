@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Export a run's best model: scripts/export.py RUN_DIR --export_dir saved_models/NAME"""
 
+import json
 import os
 import sys
 
@@ -20,7 +21,7 @@ def main(argv):
     if len(argv) != 2:
         cli.fail("usage: export.py RUN_DIR --export_dir=DIR [--format=saved_model|keras]")
     run_dir = argv[1]
-    try:
+    with cli.errors_to_exit_codes():
         cli.require("export_dir")
         if FLAGS.format not in export.FORMATS:
             raise ValueError(f"flag --format={FLAGS.format!r} is not allowed; use one of {export.FORMATS}.")
@@ -35,9 +36,12 @@ def main(argv):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             model.save(path)
         else:
-            path = export.export_saved_model(model, hparams["dataset"], hparams["embedding_type"], FLAGS.export_dir, dict(model=hparams["model"], run_dir=os.path.abspath(run_dir)))
-    except ValueError as error:
-        cli.fail(error)
+            metadata = dict(model=hparams["model"], run_dir=os.path.abspath(run_dir))
+            test_metrics = os.path.join(run_dir, "test_metrics.json")
+            if os.path.exists(test_metrics):
+                with open(test_metrics) as f:
+                    metadata["test_accuracy"] = json.load(f)["test_accuracy"]
+            path = export.export_saved_model(model, hparams["dataset"], hparams["embedding_type"], FLAGS.export_dir, metadata)
     print(path)
 
 

@@ -42,12 +42,10 @@ def main(argv):
         cli.fail("usage: predict.py MODEL_DIR IMAGE [IMAGE ...] [--json]")
     import tensorflow as tf
 
-    try:
+    with cli.errors_to_exit_codes():
         version_dir = export.latest_version_dir(argv[1])
         metadata = export.read_metadata(version_dir)
         images = tf.stack([read_image(path, metadata["input_shape"]) for path in argv[2:]])
-    except ValueError as error:
-        cli.fail(error)
     serve = tf.saved_model.load(version_dir).signatures["serving_default"]
     outputs = serve(images=images)
     results = []

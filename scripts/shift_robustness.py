@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from absl import flags  # noqa: E402
 
-from relperf_tf import cli, data, shift  # noqa: E402
+from relperf_tf import cli, shift  # noqa: E402
 
 flags.DEFINE_list("labels", ["1"], "Test labels to use (Fashion-MNIST 1 = Trouser).")
 flags.DEFINE_integer("max_shift", 8, "Largest shift in pixels; images need this many empty columns on each side.")
@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) < 2:
         cli.fail("usage: shift_robustness.py RUN_DIR [...] --labels=1 --max_shift=8 --output=shift.csv --plot=shift.png")
-    try:
+    with cli.errors_to_exit_codes():
         try:
             labels = [int(label) for label in FLAGS.labels]
         except ValueError:
@@ -31,10 +31,6 @@ def main(argv):
         shift.write_csv(rows, FLAGS.output)
         if FLAGS.plot:
             shift.plot(rows, FLAGS.plot)
-    except ValueError as error:
-        cli.fail(error)
-    except data.DataUnavailableError as error:
-        cli.fail(error, cli.EXIT_NO_DATA)
     for row in rows:
         print(f"{row['model']:<26} shift {row['shift']:+d}: accuracy {row['accuracy_mean']:.3f}  loss {row['loss_mean']:.3f}")
 

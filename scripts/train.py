@@ -12,7 +12,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from absl import flags  # noqa: E402
 
 from relperf_tf import cli  # noqa: E402
-from relperf_tf import data as data_lib  # noqa: E402
 from relperf_tf import training  # noqa: E402
 
 cli.define_run_flags()
@@ -29,18 +28,12 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; all settings are --flags.")
-    try:
+    with cli.errors_to_exit_codes():
         cli.require("model", "dataset")
         config = training.resolve_config(FLAGS.model, FLAGS.dataset, FLAGS.preset, **{**cli.explicit_settings(), "log_dir": FLAGS.log_dir, "exp_name": FLAGS.exp_name, "version": FLAGS.version, "resume": FLAGS.resume, "verbose": 1 if FLAGS.progress_bar else 2})
         training.plan_run_dir(config)
         training.split_cpu(config.cpu_replicas)
         result = training.train(config)
-    except ValueError as error:
-        cli.fail(error)
-    except data_lib.DataUnavailableError as error:
-        cli.fail(error, cli.EXIT_NO_DATA)
-    except training.TrainingDivergedError as error:
-        cli.fail(error, cli.EXIT_DIVERGED)
     print(json.dumps(result, indent=2))
 
 

@@ -10,7 +10,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from absl import flags  # noqa: E402
 
 from relperf_tf import cli, training, tuning  # noqa: E402
-from relperf_tf import data as data_lib  # noqa: E402
 
 cli.define_run_flags()
 flags.DEFINE_string("tuner", "random", f"Search algorithm {{{','.join(tuning.TUNERS)}}}.")
@@ -29,7 +28,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; all settings are --flags.")
-    try:
+    with cli.errors_to_exit_codes():
         cli.require("model", "dataset")
         try:
             dims, heads = [int(d) for d in FLAGS.dims], [int(h) for h in FLAGS.head_counts]
@@ -39,10 +38,6 @@ def main(argv):
         training.split_cpu(base.cpu_replicas)
         project = FLAGS.project_name or f"{FLAGS.model}_{FLAGS.dataset}_{FLAGS.tuner}"
         result = tuning.search(base, FLAGS.tuner, FLAGS.max_trials, FLAGS.max_epochs, FLAGS.tuner_dir, project, FLAGS.overwrite, dims=dims, heads=heads, export_dir=FLAGS.export_dir)
-    except ValueError as error:
-        cli.fail(error)
-    except data_lib.DataUnavailableError as error:
-        cli.fail(error, cli.EXIT_NO_DATA)
     rows = result["trials"]
     keys = ["trial_id", "status", "val_accuracy"] + sorted({k for r in rows for k in r} - {"trial_id", "status", "val_accuracy"})
     print("\t".join(keys))

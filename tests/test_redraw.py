@@ -2,9 +2,8 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from relperf_tf import build_model
+from relperf_tf import build_model, training
 from relperf_tf.layers import FavorKernel
 
 
@@ -37,7 +36,7 @@ def test_no_redraw_when_interval_is_zero():
 
 
 def test_mirrored_replicas_draw_identical_features():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = training.make_strategy("mirrored", cpu_replicas=2)
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         model = build_model(

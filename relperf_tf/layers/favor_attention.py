@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from relperf_tf.layers.favor_kernel import FavorKernel
+from relperf_tf.layers.favor_kernel import FAVOR_OPTIONS, FavorKernel
 
 
 def split_heads(x, heads):
@@ -125,14 +125,5 @@ class FavorAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            nb_features=self.nb_features,
-            kernel=self.kernel,
-            no_projection=self.no_projection,
-            feature_redraw_interval=self.feature_redraw_interval,
-            scaling=self.scaling,
-            seed=self.seed,
-            eps=self.eps,
-        )
+        config.update(num_heads=self.num_heads, **{name: getattr(self, name) for name in FAVOR_OPTIONS})
         return config

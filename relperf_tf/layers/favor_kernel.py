@@ -12,6 +12,8 @@ from relperf_tf.layers.random_features import (
 )
 
 KERNELS = ("softmax", "relu", "exact")
+# The constructor arguments every FAVOR+ layer stores and serialises.
+FAVOR_OPTIONS = ("nb_features", "kernel", "no_projection", "feature_redraw_interval", "scaling", "seed", "eps")
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
@@ -152,13 +154,5 @@ class FavorKernel(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            nb_features=self.nb_features,
-            kernel=self.kernel,
-            no_projection=self.no_projection,
-            feature_redraw_interval=self.feature_redraw_interval,
-            scaling=self.scaling,
-            seed=self.seed,
-            eps=self.eps,
-        )
+        config.update({name: getattr(self, name) for name in FAVOR_OPTIONS})
         return config

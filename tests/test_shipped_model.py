@@ -1,0 +1,37 @@
+"""The model shipped in saved_models/ loads, serves and classifies real images."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from relperf_tf import data
+from tests.conftest import REPO
+
+SHIPPED = sorted(glob.glob(os.path.join(REPO, "saved_models", "*", "[0-9]*", "saved_model.pb")))
+
+
+def test_a_model_is_shipped():
+    assert SHIPPED, "saved_models/ holds no exported model"
+
+
+@pytest.mark.parametrize("saved_model", SHIPPED, ids=lambda p: p.split(os.sep)[-3])
+def test_shipped_model_matches_its_recorded_accuracy(saved_model, fashion_mnist_dir, tmp_path):
+    version_dir = os.path.dirname(saved_model)
+    metadata = json.load(open(os.path.join(version_dir, "assets.extra", "relperf.json")))
+    images, labels = data.raw_test_images(metadata["dataset"], fashion_mnist_dir)
+    serve = tf.saved_model.load(version_dir).signatures["serving_default"]
+    predicted = np.concatenate([serve(images=tf.constant(images[i : i + 1000]))["classes"].numpy() for i in range(0, len(images), 1000)])
+    accuracy = float(np.mean(predicted == labels))
+    assert accuracy == pytest.approx(metadata["test_accuracy"], abs=2e-3)
+
+    png = tmp_path / "item.png"
+    png.write_bytes(tf.io.encode_png(images[0]).numpy())
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "predict.py"), os.path.dirname(version_dir), str(png), "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)[0]["class_index"] == int(predicted[0])
