@@ -58,11 +58,7 @@ def build(model_name, image_size, batch_size, jit_compile, **hparams):
     config = training.resolve_config(name, "fashion_mnist", batch_size=batch_size, jit_compile=jit_compile, attn_dropout=0.0, ff_dropout=0.0, seed=0, **hparams)
     if model_name == "exact":
         config.kernel = "exact"  # the same architecture with exact softmax attention
-    from relperf_tf.models import build_model
-
-    model = build_model(name, image_shape=(image_size, image_size, 1), num_classes=10, **config.model_hparams())
-    training.compile_model(model, config)
-    return model
+    return training.build_compiled_model(config, tf.distribute.get_strategy(), image_shape=(image_size, image_size, 1))
 
 
 def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5, window_steps=3, **hparams):

@@ -196,10 +196,11 @@ def compile_model(model, config):
     return model
 
 
-def build_compiled_model(config, strategy):
+def build_compiled_model(config, strategy, image_shape=None):
+    """The run's model, built and compiled under `strategy` (image_shape: override, for benchmarks)."""
     spec = data_lib.get_spec(config.dataset)
     with strategy.scope():
-        model = build_model(config.model, image_shape=spec.image_shape, num_classes=spec.num_classes, embedding_type=config.embedding_type, **{k: v for k, v in config.model_hparams().items() if k != "embedding_type"})
+        model = build_model(config.model, image_shape=image_shape or spec.image_shape, num_classes=spec.num_classes, **config.model_hparams())
         compile_model(model, config)
     return model
 

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 
 import keras
 import numpy as np
@@ -69,11 +68,6 @@ def test_next_version(tmp_path):
     for name in ("version_0", "version_3", "other"):
         (tmp_path / name).mkdir()
     assert training.next_version(str(tmp_path)) == "version_4"
-
-
-def small_splits(images, labels, batch_size=8):
-    make = lambda: tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)  # noqa: E731
-    return data.Splits(train=make(), validation=make(), test=make(), spec=data.DATASETS["mnist"])
 
 
 def test_nan_loss_stops_keeps_last_good_checkpoint(tmp_path):
