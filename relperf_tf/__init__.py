@@ -11,6 +11,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from relperf_tf import layers  # noqa: E402,F401
+# Registers WarmupSchedule, which every saved `.keras` checkpoint's optimizer names.
+from relperf_tf import schedules  # noqa: E402,F401
 from relperf_tf.models import MODEL_NAMES, PerformerClassifier, build_model  # noqa: E402,F401
 
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ import resource
 import statistics
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -39,7 +40,7 @@ def forward_flops(model_name, image_size, dim, depth, heads, nb_features=None, p
     return depth * (projections + feed_forward + attention) + embedding
 
 
-def matmul_peak_gflops(size=2048, repeats=10):
+def matmul_peak_gflops(size=4096, repeats=5):
     """fp32 matmul throughput measured through TensorFlow in this process."""
     a = tf.random.normal((size, size))
     b = tf.random.normal((size, size))
@@ -61,32 +62,74 @@ def build(model_name, image_size, batch_size, jit_compile, **hparams):
     return training.build_compiled_model(config, tf.distribute.get_strategy(), image_shape=(image_size, image_size, 1))
 
 
-def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5, window_steps=3, **hparams):
-    """One configuration's measurements (run it in a fresh process)."""
+class _BatchClock(keras.callbacks.Callback):
+    """Timestamps at the end of every training batch inside one `fit` call."""
+
+    def __init__(self):
+        super().__init__()
+        self.stamps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stamps.append(time.perf_counter())
+
+
+def _window_medians(stamps, warmup, repeats, window_steps):
+    """Median seconds/step over `repeats` windows of consecutive steps after `warmup`."""
+    durations = np.diff(stamps[warmup - 1 :])
+    windows = [durations[i * window_steps : (i + 1) * window_steps].mean() for i in range(repeats)]
+    return statistics.median(windows), windows
+
+
+def manual_train_step(model, jit_compile):
+    """The hand-written step `fit` is compared with: loss, gradients, Adam."""
+
+    @tf.function(jit_compile=jit_compile)
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(model.loss(labels, logits))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply(gradients, model.trainable_variables)
+        return loss
+
+    return step
+
+
+def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5, window_steps=3, warmup=2, **hparams):
+    """One configuration's measurements (run it in a fresh process).
+
+    Training: one `fit` call of warmup + repeats × window_steps steps, timed
+    per batch (so `fit`'s per-call setup is not counted), and the same number
+    of hand-written steps (`manual_train_step`) for the overhead of `fit`.
+    Inference: repeats windows of window_steps calls of the compiled forward.
+    """
     model = build(model_name, image_size, batch_size, jit_compile, **hparams)
     images = np.random.default_rng(0).random((batch_size, image_size, image_size, 1)).astype("float32")
     labels = np.arange(batch_size) % 10
+    extra = {}
     if mode == "train":
         data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(2)
-        model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # warm-up: trace + first steps
-
-        def window():
-            model.fit(data, steps_per_epoch=window_steps, epochs=1, verbose=0)
+        clock = _BatchClock()
+        model.fit(data, steps_per_epoch=warmup + repeats * window_steps, epochs=1, verbose=0, callbacks=[clock])
+        step, times = _window_medians(clock.stamps, warmup, repeats, window_steps)
+        manual = manual_train_step(model, jit_compile)
+        stamps = []
+        for _ in range(warmup + repeats * window_steps):
+            manual(images, labels).numpy()
+            stamps.append(time.perf_counter())
+        manual_step, _ = _window_medians(stamps, warmup, repeats, window_steps)
+        extra = dict(manual_ms_per_step=1e3 * manual_step, fit_overhead=step / manual_step - 1)
     else:
         predict = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
         predict(images).numpy()
-
-        def window():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
             for _ in range(window_steps):
                 out = predict(images)
             out.numpy()
-
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        window()
-        times.append((time.perf_counter() - start) / window_steps)
-    step = statistics.median(times)
+            times.append((time.perf_counter() - start) / window_steps)
+        step = statistics.median(times)
     flops = forward_flops(model_name, image_size, hparams.get("dim", 128), hparams.get("depth", 4), hparams.get("heads", 4), hparams.get("nb_features"))
     flops_per_step = flops * batch_size * (3 if mode == "train" else 1)
     peak = matmul_peak_gflops()
@@ -95,7 +138,7 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
         model=model_name, mode=mode, image_size=image_size, tokens=image_size**2 + 1, batch_size=batch_size, jit_compile=jit_compile,
         ms_per_step=1e3 * step, images_per_s=batch_size / step, gflops_per_s=achieved, matmul_peak_gflops=peak,
         fraction_of_peak=achieved / peak, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        step_times_ms=[1e3 * t for t in times],
+        step_times_ms=[1e3 * t for t in times], **extra,
     )
 
 

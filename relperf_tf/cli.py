@@ -52,6 +52,7 @@ def define_run_flags():
     flags.DEFINE_integer("pos_scales", None, "RelativePerformer: sinusoid scales per coordinate (default 4).")
     flags.DEFINE_boolean("content_rel_attn", None, "RelativePerformer: content-conditioned rotation.")
     flags.DEFINE_integer("clipping_dist", None, "ClippedRelativePerformer: clipping distance D (default 8).")
+    flags.DEFINE_boolean("remat", None, "Recompute feature maps and feed-forward activations in the backward pass: less memory for long sequences, about a third more compute.")
 
 
 def explicit_settings(names=None):

@@ -48,6 +48,7 @@ DEFAULT_HPARAMS = dict(
     content_rel_attn=False,
     clipping_dist=8,
     seed=0,
+    remat=False,
 )
 
 
@@ -90,6 +91,7 @@ class PerformerClassifier(keras.Model):
         content_rel_attn=False,
         clipping_dist=8,
         seed=0,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -124,6 +126,7 @@ class PerformerClassifier(keras.Model):
         self.content_rel_attn = bool(content_rel_attn)
         self.clipping_dist = int(clipping_dist)
         self.seed = int(seed)
+        self.remat = bool(remat)
 
         height, width, _ = self.image_shape
         self._coordinates = grid_coordinates(height, width)
@@ -135,7 +138,7 @@ class PerformerClassifier(keras.Model):
             self.positions = LearnableSinusoidEncoding(pos_scales, 2.0 * max(height, width), name="positions")
         self.class_token = ClassToken("last" if position_encoding == "clipped" else "first", name="class_token")
         self.blocks = [
-            TransformerBlock(self._attention(index), attn_dropout, ff_dropout, name=f"block_{index}")
+            TransformerBlock(self._attention(index), attn_dropout, ff_dropout, remat=self.remat, name=f"block_{index}")
             for index in range(self.depth)
         ]
         self.head = keras.layers.Dense(num_classes, name="head")
@@ -148,6 +151,7 @@ class PerformerClassifier(keras.Model):
             no_projection=self.no_projection,
             feature_redraw_interval=self.feature_redraw_interval,
             seed=self.seed * 1000 + index,
+            remat=self.remat,
             name="attention",
         )
         if self.position_encoding == "relative":
@@ -217,6 +221,7 @@ class PerformerClassifier(keras.Model):
             content_rel_attn=self.content_rel_attn,
             clipping_dist=self.clipping_dist,
             seed=self.seed,
+            remat=self.remat,
         )
         return config
 

@@ -72,6 +72,7 @@ class TrainConfig:
     pos_scales: int = DEFAULT_HPARAMS["pos_scales"]
     content_rel_attn: bool = DEFAULT_HPARAMS["content_rel_attn"]
     clipping_dist: int = DEFAULT_HPARAMS["clipping_dist"]
+    remat: bool = DEFAULT_HPARAMS["remat"]
     verbose: int = 1
 
     def model_hparams(self):

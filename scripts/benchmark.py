@@ -26,6 +26,8 @@ flags.DEFINE_integer("depth", None, "Blocks.")
 flags.DEFINE_integer("heads", None, "Heads.")
 flags.DEFINE_integer("batch_size", None, "Batch size (default: 16 train, 128 infer; 4 at >= 128 px).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the steps.")
+flags.DEFINE_boolean("remat", False, "Recompute activations in the backward pass (the models' remat option).")
+flags.DEFINE_integer("window_steps", 3, "Steps per timed window.")
 flags.DEFINE_integer("repeats", 5, "Timed windows (median reported).")
 flags.DEFINE_integer("timeout", 900, "Seconds allowed per configuration.")
 flags.DEFINE_boolean("approximation", True, "Also measure FAVOR+ error vs exact attention.")
@@ -57,6 +59,8 @@ def main(argv):
     for mode in FLAGS.modes:
         if mode not in ("train", "infer"):
             cli.fail(f"flag --modes: {mode!r} is not allowed; use train and/or infer.")
+    if FLAGS.window_steps < 1:
+        cli.fail(f"flag --window_steps={FLAGS.window_steps} is not allowed; use an integer >= 1.")
     if FLAGS.repeats < 5:
         cli.fail(f"flag --repeats={FLAGS.repeats} is not allowed; use >= 5 (the median of at least 5 windows).")
     if FLAGS.preset not in training.PRESETS:
@@ -72,16 +76,16 @@ def main(argv):
         for mode in FLAGS.modes:
             for model in FLAGS.models:
                 batch = FLAGS.batch_size or (4 if size >= 128 else 16 if mode == "train" else 128)
-                spec = dict(model_name=model, mode=mode, image_size=size, batch_size=batch, jit_compile=FLAGS.jit_compile, repeats=FLAGS.repeats, **dims)
+                spec = dict(model_name=model, mode=mode, image_size=size, batch_size=batch, jit_compile=FLAGS.jit_compile, repeats=FLAGS.repeats, window_steps=FLAGS.window_steps, remat=FLAGS.remat, **dims)
                 print(f"{model} {mode} {size}px batch {batch} ...", flush=True)
                 try:
                     row = run_child(spec)
                 except subprocess.TimeoutExpired:
                     row = dict(spec, error=f"timed out after {FLAGS.timeout} s")
-                row.update(dims)
+                row.update(dims, remat=FLAGS.remat)
                 print("   ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "step_times_ms"}, flush=True)
-                key = (row.get("model", model), mode, size, batch, FLAGS.jit_compile, dims["dim"], dims["depth"])
-                results["throughput"] = [r for r in results["throughput"] if (r.get("model"), r.get("mode"), r.get("image_size"), r.get("batch_size"), r.get("jit_compile"), r.get("dim"), r.get("depth")) != key]
+                key = (row.get("model", model), mode, size, batch, FLAGS.jit_compile, FLAGS.remat, dims["dim"], dims["depth"])
+                results["throughput"] = [r for r in results["throughput"] if (r.get("model"), r.get("mode"), r.get("image_size"), r.get("batch_size"), r.get("jit_compile"), r.get("remat", False), r.get("dim"), r.get("depth")) != key]
                 results["throughput"].append(dict(row, model=model))
     if FLAGS.approximation:
         rng = np.random.default_rng(0)

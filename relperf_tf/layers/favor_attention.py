@@ -31,7 +31,7 @@ class FavorAttention(keras.layers.Layer):
     Args:
         num_heads: int, number of heads; must divide the input width.
         nb_features, kernel, no_projection, feature_redraw_interval, scaling,
-        seed, eps: see `FavorKernel`.
+        seed, eps, remat: see `FavorKernel`.
 
     Call arguments:
         inputs: `[batch, tokens, dim]`.
@@ -55,6 +55,7 @@ class FavorAttention(keras.layers.Layer):
         scaling="gaussian",
         seed=0,
         eps=1e-4,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -68,6 +69,7 @@ class FavorAttention(keras.layers.Layer):
         self.scaling = scaling
         self.seed = seed
         self.eps = eps
+        self.remat = bool(remat)
         self._favor = FavorKernel(
             nb_features=nb_features,
             kernel=kernel,
@@ -76,6 +78,7 @@ class FavorAttention(keras.layers.Layer):
             scaling=scaling,
             seed=seed,
             eps=eps,
+            remat=remat,
             name="favor",
         )
 

@@ -13,7 +13,7 @@ from relperf_tf.layers.random_features import (
 
 KERNELS = ("softmax", "relu", "exact")
 # The constructor arguments every FAVOR+ layer stores and serialises.
-FAVOR_OPTIONS = ("nb_features", "kernel", "no_projection", "feature_redraw_interval", "scaling", "seed", "eps")
+FAVOR_OPTIONS = ("nb_features", "kernel", "no_projection", "feature_redraw_interval", "scaling", "seed", "eps", "remat")
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
@@ -38,6 +38,9 @@ class FavorKernel(keras.layers.Layer):
         scaling: `"gaussian"` or `"fixed"` row norms of W.
         seed: int, seed of the stateless draws.
         eps: float, ε of the softmax-kernel features. Default 1e-4.
+        remat: bool, recompute φ(Q), φ(K) in the backward pass instead of
+            keeping them (`[batch, heads, tokens, features]` each): less
+            memory for long sequences, one more feature-map pass per step.
 
     Call arguments:
         query: `[batch, heads, tokens, dim]`.
@@ -63,6 +66,7 @@ class FavorKernel(keras.layers.Layer):
         scaling="gaussian",
         seed=0,
         eps=1e-4,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -84,6 +88,7 @@ class FavorKernel(keras.layers.Layer):
         self.scaling = scaling
         self.seed = int(seed)
         self.eps = float(eps)
+        self.remat = bool(remat)
 
     @property
     def uses_projection(self):
@@ -139,15 +144,24 @@ class FavorKernel(keras.layers.Layer):
             return feature_maps.no_projection_features(x, is_query)
         if self.kernel == "relu":
             return feature_maps.relu_kernel_features(x, projection)
-        return feature_maps.softmax_kernel_features(x, projection, is_query, self.eps)
+        return feature_maps.softmax_kernel_features(x, projection, is_query, self.eps, normalize=False)
+
+    def _attend(self, query, key, value, projection=None):
+        """The stateless part of the call: features and linear attention."""
+        query_features = self.feature_map(query, True, projection)
+        key_features = self.feature_map(key, False, projection)
+        return feature_maps.linear_attention(query_features, key_features, value)
 
     def call(self, query, key, value, training=None):
         if self.kernel == "exact":
             return feature_maps.exact_attention(query, key, value)
-        projection = self._projection_for_step(training) if self.uses_projection else None
-        query_features = self.feature_map(query, True, projection)
-        key_features = self.feature_map(key, False, projection)
-        return feature_maps.linear_attention(query_features, key_features, value)
+        if not self.uses_projection:
+            attend = keras.remat(self._attend) if self.remat and training else self._attend
+            return attend(query, key, value)
+        # The redraw (a state update) stays outside the recomputed function.
+        projection = ops.convert_to_tensor(self._projection_for_step(training))
+        attend = keras.remat(self._attend) if self.remat and training else self._attend
+        return attend(query, key, value, projection)
 
     def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
         return tuple(query_shape[:-1]) + (value_shape[-1],)

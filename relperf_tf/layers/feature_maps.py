@@ -8,12 +8,24 @@ All tensors are `[batch, heads, tokens, dim]`; a projection is `[features, dim]`
 - linear attention: out = D⁻¹ φ(Q)(φ(K)ᵀV), D = diag(φ(Q) φ(K)ᵀ1); O(N·m·d).
 """
 
+import tensorflow as tf
 from keras import ops
 
 RELU_EPSILON = 1e-3
 
 
-def softmax_kernel_features(x, projection, is_query, eps=1e-4, stabilize=True):
+def project(x, projection, scale=1.0):
+    """x (W·scale)ᵀ as one 2-D matmul: `[b, h, n, d]` × `[m, d]` → `[b, h, n, m]`.
+
+    Folding `scale` into the small W and flattening the batch axes avoids a
+    pass over x and lets the CPU run one large GEMM instead of a batched einsum.
+    """
+    flat = ops.reshape(x, (-1, x.shape[-1]))
+    projected = ops.matmul(flat, ops.transpose(projection * scale))
+    return tf.reshape(projected, tf.concat([tf.shape(x)[:-1], [projection.shape[0]]], 0))
+
+
+def softmax_kernel_features(x, projection, is_query, eps=1e-4, stabilize=True, normalize=True):
     """Positive random features of the softmax kernel.
 
     Args:
@@ -24,27 +36,26 @@ def softmax_kernel_features(x, projection, is_query, eps=1e-4, stabilize=True):
         eps: float, ε added to every feature.
         stabilize: bool, subtract the max c (False gives the raw unbiased
             estimator, for tests).
+        normalize: bool, apply the m^(-1/2) factor. `linear_attention`'s
+            output does not depend on it (it cancels), so the layers skip it.
 
     Returns:
         `[batch, heads, tokens, features]`.
     """
     dim = x.shape[-1]
     nb_features = projection.shape[0]
-    x = x * (dim**-0.25)
-    projected = ops.einsum("bhnd,md->bhnm", x, projection)  # [b, h, n, m]
-    half_sq_norm = 0.5 * ops.sum(ops.square(x), axis=-1, keepdims=True)  # [b, h, n, 1]
-    stabiliser = 0.0
+    projected = project(x, projection, dim**-0.25)  # W x', x' = d^(-1/4) x
+    offset = (0.5 * dim**-0.5) * ops.sum(ops.square(x), axis=-1, keepdims=True)  # ‖x'‖²/2
     if stabilize:
         axes = -1 if is_query else (-2, -1)
-        stabiliser = ops.stop_gradient(ops.max(projected, axis=axes, keepdims=True))
-    return (nb_features**-0.5) * (ops.exp(projected - half_sq_norm - stabiliser) + eps)
+        offset = offset + ops.stop_gradient(ops.max(projected, axis=axes, keepdims=True))
+    features = ops.exp(projected - offset) + eps
+    return features * nb_features**-0.5 if normalize else features
 
 
 def relu_kernel_features(x, projection):
     """Generalized-attention features ReLU(W x') + 1e-3, `[b, h, n, m]`."""
-    dim = x.shape[-1]
-    projected = ops.einsum("bhnd,md->bhnm", x * (dim**-0.25), projection)
-    return ops.relu(projected) + RELU_EPSILON
+    return ops.relu(project(x, projection, x.shape[-1] ** -0.25)) + RELU_EPSILON
 
 
 def no_projection_features(x, is_query):
@@ -55,6 +66,9 @@ def no_projection_features(x, is_query):
 def linear_attention(query_features, key_features, value):
     """D⁻¹ φ(Q)(φ(K)ᵀV) without forming the N×N matrix.
 
+    The normaliser D = φ(Q)(φ(K)ᵀ1) rides along as one extra column of ones
+    in V, so both come out of the same two batched matmuls.
+
     Args:
         query_features: `[batch, heads, tokens_q, features]`.
         key_features: `[batch, heads, tokens_k, features]`.
@@ -63,11 +77,11 @@ def linear_attention(query_features, key_features, value):
     Returns:
         `[batch, heads, tokens_q, dim_v]`.
     """
-    context = ops.einsum("bhnm,bhnd->bhmd", key_features, value)  # [b, h, m, dv]
-    key_sum = ops.sum(key_features, axis=2)  # [b, h, m]
-    numerator = ops.einsum("bhnm,bhmd->bhnd", query_features, context)  # [b, h, n, dv]
-    denominator = ops.einsum("bhnm,bhm->bhn", query_features, key_sum)  # [b, h, n]
-    return numerator / ops.expand_dims(denominator, -1)
+    dim_v = value.shape[-1]
+    value_and_ones = ops.concatenate([value, ops.ones_like(value[..., :1])], axis=-1)
+    context = tf.linalg.matmul(key_features, value_and_ones, adjoint_a=True)  # [b, h, m, dv+1]
+    out = tf.linalg.matmul(query_features, context)  # [b, h, n, dv+1]
+    return out[..., :dim_v] / out[..., dim_v:]
 
 
 def exact_attention(query, key, value):

@@ -15,6 +15,10 @@ class TransformerBlock(keras.layers.Layer):
         attn_dropout: float in [0, 1), dropout on the attention output.
         ff_dropout: float in [0, 1), dropout inside the feed-forward.
         ff_multiplier: int, hidden width of FF over dim. Default 4.
+        remat: bool, recompute the feed-forward activations (`[batch, tokens,
+            ff_multiplier·dim]`) in the backward pass instead of keeping them.
+            With ff_dropout > 0 only LN → Dense+GELU is recomputed (a
+            recomputed dropout would draw a different mask).
 
     Call arguments:
         inputs: `[batch, tokens, dim]`.
@@ -25,7 +29,7 @@ class TransformerBlock(keras.layers.Layer):
         `[batch, tokens, dim]`.
     """
 
-    def __init__(self, attention, attn_dropout=0.1, ff_dropout=0.1, ff_multiplier=4, **kwargs):
+    def __init__(self, attention, attn_dropout=0.1, ff_dropout=0.1, ff_multiplier=4, remat=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(attention, dict):
             attention = keras.saving.deserialize_keras_object(attention)
@@ -36,6 +40,7 @@ class TransformerBlock(keras.layers.Layer):
         self.attn_dropout = float(attn_dropout)
         self.ff_dropout = float(ff_dropout)
         self.ff_multiplier = int(ff_multiplier)
+        self.remat = bool(remat)
 
     def build(self, inputs_shape, positions_shape=None):
         dim = int(inputs_shape[-1])
@@ -63,9 +68,21 @@ class TransformerBlock(keras.layers.Layer):
         else:
             hidden = self.attention(hidden, positions, training=training)
         x = inputs + self._attention_dropout(hidden, training=training)
-        hidden = self._ff_hidden(self._ff_norm(x))
-        hidden = self._ff_output(self._ff_dropout(hidden, training=training))
-        return x + hidden
+        return x + self._feed_forward(x, training)
+
+    def _ff_expand(self, x):
+        return self._ff_hidden(self._ff_norm(x))
+
+    def _ff_deterministic(self, x):
+        return self._ff_output(self._ff_expand(x))
+
+    def _feed_forward(self, x, training):
+        if not (self.remat and training):
+            return self._ff_output(self._ff_dropout(self._ff_expand(x), training=training))
+        if self.ff_dropout == 0.0:
+            return keras.remat(self._ff_deterministic)(x)
+        hidden = keras.remat(self._ff_expand)(x)
+        return self._ff_output(self._ff_dropout(hidden, training=training))
 
     def compute_output_shape(self, inputs_shape, positions_shape=None):
         return tuple(inputs_shape)
@@ -77,5 +94,6 @@ class TransformerBlock(keras.layers.Layer):
             attn_dropout=self.attn_dropout,
             ff_dropout=self.ff_dropout,
             ff_multiplier=self.ff_multiplier,
+            remat=self.remat,
         )
         return config

@@ -1,0 +1,51 @@
+"""Benchmark bookkeeping: FLOP counts, window medians, targets met or not."""
+
+import numpy as np
+
+from relperf_tf import benchmarking, report
+
+
+def test_reference_forward_flops_match_the_issue():
+    # The issue: about 2.1 GFLOP per image forward at the reference config.
+    flops = benchmarking.forward_flops("Performer", 32, 128, 4, 4, nb_features=110)
+    assert 2.0e9 < flops < 2.2e9
+    assert benchmarking.forward_flops("exact", 32, 128, 4, 4) > flops
+
+
+def test_window_medians_skip_warmup_and_group_steps():
+    # Steps of 1 s each except a slow warm-up and one slow window.
+    durations = [9.0, 9.0] + [1.0] * 6 + [5.0] * 3 + [1.0] * 6
+    stamps = np.cumsum([0.0] + durations)
+    median, windows = benchmarking._window_medians(list(stamps[1:]), warmup=2, repeats=5, window_steps=3)
+    assert windows == [1.0, 1.0, 5.0, 1.0, 1.0]
+    assert median == 1.0
+
+
+def row(model, mode, tokens, images_per_s, rss=2.0, jit=True, remat=False, batch=16, overhead=0.01):
+    size = int(round((tokens - 1) ** 0.5))
+    return dict(model=model, mode=mode, image_size=size, tokens=tokens, batch_size=batch, jit_compile=jit, remat=remat,
+                ms_per_step=1e3 * batch / images_per_s, images_per_s=images_per_s, gflops_per_s=1.0, fraction_of_peak=0.1,
+                peak_rss_gb=rss, fit_overhead=overhead)
+
+
+def test_targets_use_the_best_setting_and_say_met_or_not(tmp_path):
+    rows = [
+        row("Performer", "train", 1025, 20.0, jit=False),
+        row("Performer", "train", 1025, 30.0),
+        row("Performer", "infer", 1025, 50.0),
+        row("RelativePerformer", "train", 1025, 25.0),
+        row("ClippedRelativePerformer", "train", 1025, 14.0, overhead=0.08),
+        row("Performer", "train", 4097, 2.0, rss=6.0, batch=4),
+        row("Performer", "train", 4097, 1.0, rss=2.0, batch=4, remat=True),
+        row("Performer", "train", 16385, 0.25, rss=3.5, batch=4, remat=True),
+    ]
+    path = tmp_path / "bench.md"
+    report.render(dict(throughput=rows), str(path))
+    text = path.read_text()
+    assert "| Performer training ≥ 27 img/s (stretch ≥ 38) | 30.0 img/s (XLA) | yes |" in text
+    assert "| Performer inference ≥ 105 img/s | 50.0 img/s (XLA) | no |" in text
+    assert "| RelativePerformer training ≥ 0.8× Performer | 0.83× (XLA) | yes |" in text
+    assert "| ClippedRelativePerformer training ≥ 0.5× Performer | 0.47× (XLA) | no |" in text
+    assert "in < 4 GB peak RSS | 3.50 GB (XLA+remat) | yes |" in text
+    assert "(worst of 4,097→16,385) | 4.00× | yes |" in text
+    assert "+8.0 % (ClippedRelativePerformer, XLA) | no |" in text
