@@ -87,6 +87,12 @@ def fail(message, code=EXIT_BAD_INPUT):
     sys.exit(code)
 
 
+def reject_positional(argv):
+    """Scripts configured only by --flags: refuse stray positional arguments."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; all settings are --flags.")
+
+
 def _parse(argv):
     try:
         return flags.FLAGS(argv)

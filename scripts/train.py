@@ -26,8 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; all settings are --flags.")
+    cli.reject_positional(argv)
     with cli.errors_to_exit_codes():
         cli.require("model", "dataset")
         config = training.resolve_config(FLAGS.model, FLAGS.dataset, FLAGS.preset, **{**cli.explicit_settings(), "log_dir": FLAGS.log_dir, "exp_name": FLAGS.exp_name, "version": FLAGS.version, "resume": FLAGS.resume, "verbose": 1 if FLAGS.progress_bar else 2})

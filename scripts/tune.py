@@ -26,8 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; all settings are --flags.")
+    cli.reject_positional(argv)
     with cli.errors_to_exit_codes():
         cli.require("model", "dataset")
         try:
