@@ -155,13 +155,11 @@ class FavorKernel(keras.layers.Layer):
     def call(self, query, key, value, training=None):
         if self.kernel == "exact":
             return feature_maps.exact_attention(query, key, value)
+        attend = keras.remat(self._attend) if self.remat and training else self._attend
         if not self.uses_projection:
-            attend = keras.remat(self._attend) if self.remat and training else self._attend
             return attend(query, key, value)
         # The redraw (a state update) stays outside the recomputed function.
-        projection = ops.convert_to_tensor(self._projection_for_step(training))
-        attend = keras.remat(self._attend) if self.remat and training else self._attend
-        return attend(query, key, value, projection)
+        return attend(query, key, value, ops.convert_to_tensor(self._projection_for_step(training)))
 
     def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
         return tuple(query_shape[:-1]) + (value_shape[-1],)
