@@ -16,6 +16,7 @@ import tensorflow as tf
 from relperf_tf import training
 from relperf_tf.layers import feature_maps
 from relperf_tf.layers.random_features import default_nb_features, orthogonal_random_matrix
+from relperf_tf.models import SoftmaxAttentionClassifier
 
 BENCH_MODELS = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer", "exact")
 
@@ -55,11 +56,16 @@ def matmul_peak_gflops(size=4096, repeats=5):
 
 
 def build(model_name, image_size, batch_size, jit_compile, **hparams):
+    """The compiled model of one configuration; `exact` is `SoftmaxAttentionClassifier`."""
     name = "Performer" if model_name == "exact" else model_name
     config = training.resolve_config(name, "fashion_mnist", batch_size=batch_size, jit_compile=jit_compile, attn_dropout=0.0, ff_dropout=0.0, seed=0, **hparams)
-    if model_name == "exact":
-        config.kernel = "exact"  # the same architecture with exact softmax attention
-    return training.build_compiled_model(config, tf.distribute.get_strategy(), image_shape=(image_size, image_size, 1))
+    image_shape = (image_size, image_size, 1)
+    if model_name != "exact":
+        return training.build_compiled_model(config, tf.distribute.get_strategy(), image_shape=image_shape)
+    model = SoftmaxAttentionClassifier(image_shape, num_classes=10, name="exact", **config.model_hparams())
+    model.build((None,) + image_shape)
+    training.compile_model(model, config)
+    return model
 
 
 class _BatchClock(keras.callbacks.Callback):

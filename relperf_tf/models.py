@@ -9,6 +9,9 @@ classifier head; `position_encoding` selects the strategy:
 | NoposPerformer           | none              | FavorAttention              |
 | RelativePerformer        | relative          | RelativeFavorAttention      |
 | ClippedRelativePerformer | clipped           | ClippedRelativeAttention    |
+
+`SoftmaxAttentionClassifier` is `Performer` with Keras' exact
+`MultiHeadAttention` in every block: the quadratic baseline of the benchmarks.
 """
 
 import keras
@@ -22,6 +25,7 @@ from relperf_tf.layers import (
     LearnableSinusoidEncoding,
     PixelEmbedding,
     RelativeFavorAttention,
+    SoftmaxSelfAttention,
     TransformerBlock,
 )
 
@@ -224,6 +228,19 @@ class PerformerClassifier(keras.Model):
             remat=self.remat,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="relperf_tf")
+class SoftmaxAttentionClassifier(PerformerClassifier):
+    """`Performer` whose attention is `keras.layers.MultiHeadAttention` (exact softmax).
+
+    Same embedding, absolute positions, blocks and head; only the attention
+    layer differs, so benchmarks compare FAVOR+ with quadratic attention in
+    the same architecture. FAVOR+ options are accepted and ignored.
+    """
+
+    def _attention(self, index):
+        return SoftmaxSelfAttention(self.heads, self.dim // self.heads, name="attention")
 
 
 def build_model(name, *, image_shape, num_classes, **hparams):

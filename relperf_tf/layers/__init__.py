@@ -7,6 +7,7 @@ from relperf_tf.layers.favor_kernel import FavorKernel
 from relperf_tf.layers.pixel_embedding import PixelEmbedding
 from relperf_tf.layers.relative_attention import RelativeFavorAttention
 from relperf_tf.layers.sinusoid_encoding import LearnableSinusoidEncoding
+from relperf_tf.layers.softmax_attention import SoftmaxSelfAttention
 from relperf_tf.layers.transformer_block import TransformerBlock
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "LearnableSinusoidEncoding",
     "PixelEmbedding",
     "RelativeFavorAttention",
+    "SoftmaxSelfAttention",
     "TransformerBlock",
 ]
