@@ -79,11 +79,14 @@ class _BatchClock(keras.callbacks.Callback):
         self.stamps.append(time.perf_counter())
 
 
-def _window_medians(stamps, warmup, repeats, window_steps):
-    """Median seconds/step over `repeats` windows of consecutive steps after `warmup`."""
-    durations = np.diff(stamps[warmup - 1 :])
-    windows = [durations[i * window_steps : (i + 1) * window_steps].mean() for i in range(repeats)]
-    return statistics.median(windows), windows
+def _window_seconds_per_step(stamps, window_steps):
+    """Mean seconds/step of the last `window_steps` steps of one timed call.
+
+    `stamps` are the end times of window_steps + 1 consecutive steps; the first
+    step (which carries a call's own setup) only opens the window.
+    """
+    assert len(stamps) == window_steps + 1, (len(stamps), window_steps)
+    return float(np.diff(stamps).mean())
 
 
 def manual_train_step(model, jit_compile):
@@ -104,9 +107,11 @@ def manual_train_step(model, jit_compile):
 def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5, window_steps=3, warmup=2, **hparams):
     """One configuration's measurements (run it in a fresh process).
 
-    Training: one `fit` call of warmup + repeats × window_steps steps, timed
-    per batch (so `fit`'s per-call setup is not counted), and the same number
-    of hand-written steps (`manual_train_step`) for the overhead of `fit`.
+    Training: after `warmup` steps of both, windows of `fit` (timed per batch
+    by a callback, so `fit`'s per-call setup is not counted) alternate with
+    windows of the same hand-written step (`manual_train_step`), so both see
+    the same machine state; each reports the median of `repeats` windows, and
+    their ratio is the overhead of `fit`.
     Inference: repeats windows of window_steps calls of the compiled forward.
     """
     model = build(model_name, image_size, batch_size, jit_compile, **hparams)
@@ -115,15 +120,27 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
     extra = {}
     if mode == "train":
         data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(2)
-        clock = _BatchClock()
-        model.fit(data, steps_per_epoch=warmup + repeats * window_steps, epochs=1, verbose=0, callbacks=[clock])
-        step, times = _window_medians(clock.stamps, warmup, repeats, window_steps)
         manual = manual_train_step(model, jit_compile)
-        stamps = []
-        for _ in range(warmup + repeats * window_steps):
-            manual(images, labels).numpy()
-            stamps.append(time.perf_counter())
-        manual_step, _ = _window_medians(stamps, warmup, repeats, window_steps)
+
+        def fit_window(steps):
+            clock = _BatchClock()
+            model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[clock])
+            return clock.stamps
+
+        def manual_window(steps):
+            stamps = []
+            for _ in range(steps):
+                manual(images, labels).numpy()
+                stamps.append(time.perf_counter())
+            return stamps
+
+        fit_window(warmup)
+        manual_window(warmup)
+        times, manual_times = [], []
+        for _ in range(repeats):
+            times.append(_window_seconds_per_step(fit_window(window_steps + 1), window_steps))
+            manual_times.append(_window_seconds_per_step(manual_window(window_steps + 1), window_steps))
+        step, manual_step = statistics.median(times), statistics.median(manual_times)
         extra = dict(manual_ms_per_step=1e3 * manual_step, fit_overhead=step / manual_step - 1)
     else:
         predict = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)

@@ -53,6 +53,7 @@ DEFAULT_HPARAMS = dict(
     clipping_dist=8,
     seed=0,
     remat=False,
+    inference_nb_features=None,
 )
 
 
@@ -96,6 +97,7 @@ class PerformerClassifier(keras.Model):
         clipping_dist=8,
         seed=0,
         remat=False,
+        inference_nb_features=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -110,8 +112,9 @@ class PerformerClassifier(keras.Model):
             )
         for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("pos_scales", pos_scales), ("clipping_dist", clipping_dist), ("num_classes", num_classes)):
             _check_positive_int(name, value)
-        if nb_features is not None:
-            _check_positive_int("nb_features", nb_features)
+        for name, value in (("nb_features", nb_features), ("inference_nb_features", inference_nb_features)):
+            if value is not None:
+                _check_positive_int(name, value)
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}; choose heads that divide dim.")
         if position_encoding == "absolute" and dim % 4:
@@ -131,6 +134,7 @@ class PerformerClassifier(keras.Model):
         self.clipping_dist = int(clipping_dist)
         self.seed = int(seed)
         self.remat = bool(remat)
+        self.inference_nb_features = inference_nb_features
 
         height, width, _ = self.image_shape
         self._coordinates = grid_coordinates(height, width)
@@ -156,6 +160,7 @@ class PerformerClassifier(keras.Model):
             feature_redraw_interval=self.feature_redraw_interval,
             seed=self.seed * 1000 + index,
             remat=self.remat,
+            inference_nb_features=self.inference_nb_features,
             name="attention",
         )
         if self.position_encoding == "relative":
@@ -226,6 +231,7 @@ class PerformerClassifier(keras.Model):
             clipping_dist=self.clipping_dist,
             seed=self.seed,
             remat=self.remat,
+            inference_nb_features=self.inference_nb_features,
         )
         return config
 

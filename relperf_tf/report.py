@@ -117,8 +117,8 @@ def render(results, path):
     lines = ["# Benchmarks", "", f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (TensorFlow on CPU). "
              "Rendered by `scripts/benchmark.py` from `docs/benchmarks.json`; each configuration ran in its own process: "
              "untimed warm-up, then the median of the timed windows. FLOP counts are analytic (multiply-adds × 2; training = 3 × forward). "
-             "Training is timed per batch inside one `model.fit` call (a callback's timestamps; windows of consecutive steps), "
-             "and the same steps written by hand (GradientTape + Adam in one `tf.function`) give the `fit` overhead.", ""]
+             "Training is timed per batch inside `model.fit` (a callback's timestamps; a window = one short `fit` call, its first batch not counted), "
+             "alternating with windows of the same step written by hand (GradientTape + Adam in one `tf.function`): their ratio is the `fit` overhead.", ""]
     lines += ["## Throughput and memory", "", "| model | mode | image | tokens | batch | setting | ms/step | images/s | GFLOP/s | % of matmul peak | peak RSS (GB) | fit vs hand-written |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["mode"], r["image_size"], r["model"], _setting(r))):
         lines.append(f"| {r['model']} | {r['mode']} | {r['image_size']}² | {r['tokens']} | {r['batch_size']} | {_setting(r)} | {r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | {r['gflops_per_s']:.1f} | {100 * r['fraction_of_peak']:.1f} | {r['peak_rss_gb']:.2f} | {_overhead(r)} |")

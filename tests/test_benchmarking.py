@@ -12,13 +12,10 @@ def test_reference_forward_flops_match_the_issue():
     assert benchmarking.forward_flops("exact", 32, 128, 4, 4) > flops
 
 
-def test_window_medians_skip_warmup_and_group_steps():
-    # Steps of 1 s each except a slow warm-up and one slow window.
-    durations = [9.0, 9.0] + [1.0] * 6 + [5.0] * 3 + [1.0] * 6
-    stamps = np.cumsum([0.0] + durations)
-    median, windows = benchmarking._window_medians(list(stamps[1:]), warmup=2, repeats=5, window_steps=3)
-    assert windows == [1.0, 1.0, 5.0, 1.0, 1.0]
-    assert median == 1.0
+def test_window_skips_the_step_that_carries_call_setup():
+    # A call's first step (8 s: its setup) only opens the window of 3 steps.
+    stamps = np.cumsum([8.0, 1.0, 2.0, 3.0])
+    assert benchmarking._window_seconds_per_step(list(stamps), window_steps=3) == 2.0
 
 
 def row(model, mode, tokens, images_per_s, rss=2.0, jit=True, remat=False, batch=16, overhead=0.01):

@@ -61,7 +61,7 @@ def test_linear_memory_graph_has_no_token_by_token_tensor():
             assert dims.count(2048) < 2, f"{op.name} has shape {dims}"
 
 
-@pytest.mark.parametrize("options", [{}, dict(kernel="relu"), dict(no_projection=True), dict(kernel="exact")])
+@pytest.mark.parametrize("options", [{}, dict(kernel="relu"), dict(no_projection=True), dict(kernel="exact"), dict(inference_nb_features=32)])
 def test_favor_attention_layer(tmp_path, options):
     x = np.random.default_rng(3).normal(size=(2, 7, 8)).astype("float32")
     run_layer_test(tmp_path, lambda: FavorAttention(num_heads=2, nb_features=8, **options), [x], (2, 7, 8))
@@ -74,3 +74,18 @@ def test_bad_arguments_name_the_parameter():
         FavorKernel(nb_features=0)
     with pytest.raises(ValueError, match="dim=10 is not divisible by heads=4"):
         FavorAttention(num_heads=4)(keras.ops.zeros((1, 3, 10)))
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "relu", "exact"])
+def test_blocks_with_shared_axes_equal_their_concatenation(kernel):
+    """[content, shared positions] (batch/head axes of size 1) = the concatenated q, k."""
+    rng = np.random.default_rng(4)
+    q_content, k_content, v = (rng.normal(size=(3, 2, 6, 4)).astype("float32") for _ in range(3))
+    q_shared = rng.normal(size=(1, 2, 6, 2)).astype("float32")  # per head, shared by the batch
+    k_shared = rng.normal(size=(1, 1, 6, 2)).astype("float32")  # shared by batch and heads
+    q = np.concatenate([q_content, np.broadcast_to(q_shared, (3, 2, 6, 2))], -1)
+    k = np.concatenate([k_content, np.broadcast_to(k_shared, (3, 2, 6, 2))], -1)
+    layer = FavorKernel(nb_features=16, kernel=kernel, seed=2)
+    whole = np.array(layer(q, k, v))
+    blocks = np.array(layer([q_content, q_shared], [k_content, k_shared], v))
+    np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-5)

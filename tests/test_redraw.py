@@ -57,3 +57,53 @@ def test_mirrored_replicas_draw_identical_features():
     weights = [[np.array(v) for v in strategy.experimental_local_results(w.value)] for w in model.trainable_weights]
     for per_replica in weights:
         np.testing.assert_array_equal(per_replica[0], per_replica[1])
+
+
+def test_inference_uses_its_own_fixed_draw_with_more_features():
+    """Training draws m = 8 (redrawn); inference always the stored m = 4096 draw."""
+    from relperf_tf.layers import feature_maps
+    from tests.test_favor_attention import numpy_softmax_attention
+
+    kernel = FavorKernel(nb_features=8, feature_redraw_interval=2, inference_nb_features=4096, seed=3)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(1, 2, 16, 8)).astype("float32") * 0.5 for _ in range(3))
+    kernel(q, k, v)  # build
+    assert tuple(kernel.projection.shape) == (8, 8)
+    assert tuple(kernel.inference_projection.shape) == (4096, 8)
+    fixed = np.array(kernel.inference_projection)
+    for _ in range(5):
+        training_out = np.array(kernel(q, k, v, training=True))
+    np.testing.assert_array_equal(fixed, np.array(kernel.inference_projection))  # never redrawn
+    np.testing.assert_array_equal(fixed, np.array(kernel.draw(-1, 4096)))  # reproducible from the seed
+
+    def with_projection(w):
+        phi_q = feature_maps.softmax_kernel_features(q, w, True)
+        phi_k = feature_maps.softmax_kernel_features(k, w, False)
+        return np.array(feature_maps.linear_attention(phi_q, phi_k, v))
+
+    np.testing.assert_allclose(training_out, with_projection(kernel.projection), rtol=1e-4, atol=1e-5)
+    inference_out = np.array(kernel(q, k, v, training=False))
+    np.testing.assert_allclose(inference_out, with_projection(fixed), rtol=1e-4, atol=1e-5)
+    exact = numpy_softmax_attention(q, k, v)
+    error = lambda out: np.abs(out - exact).mean() / np.abs(exact).mean()  # noqa: E731
+    assert error(inference_out) < 0.5 * error(training_out)
+
+
+def test_inference_features_need_redraws():
+    import pytest
+
+    with pytest.raises(ValueError, match="inference_nb_features=64 is not allowed with feature_redraw_interval=0"):
+        FavorKernel(nb_features=8, feature_redraw_interval=0, inference_nb_features=64)
+
+
+def test_model_with_inference_features_saves_and_reloads(tmp_path):
+    model = build_model(
+        "RelativePerformer", image_shape=(4, 4, 1), num_classes=3, dim=8, depth=1, heads=2,
+        pos_scales=1, nb_features=8, feature_redraw_interval=2, inference_nb_features=64, seed=1,
+    )
+    images = np.random.default_rng(0).random((2, 4, 4, 1)).astype("float32")
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert reloaded.inference_nb_features == 64
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)

@@ -1,5 +1,7 @@
 """FAVOR+ kernel attention over already-projected heads, with seeded redraws."""
 
+import functools
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -13,7 +15,7 @@ from relperf_tf.layers.random_features import (
 
 KERNELS = ("softmax", "relu", "exact")
 # The constructor arguments every FAVOR+ layer stores and serialises.
-FAVOR_OPTIONS = ("nb_features", "kernel", "no_projection", "feature_redraw_interval", "scaling", "seed", "eps", "remat")
+FAVOR_OPTIONS = ("nb_features", "kernel", "no_projection", "feature_redraw_interval", "scaling", "seed", "eps", "remat", "inference_nb_features")
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
@@ -24,7 +26,8 @@ class FavorKernel(keras.layers.Layer):
     random matrix W `[nb_features, dim]` as a non-trainable variable. During
     training W is redrawn every `feature_redraw_interval` calls (one call per
     optimizer step) from the stateless seed `(seed, step // interval)`;
-    inference and exported models always use the stored W.
+    inference and exported models always use a stored matrix: W, or, with
+    `inference_nb_features`, a second fixed matrix with more rows.
 
     Args:
         nb_features: int, m; default `int(d · ln d)` for query width d.
@@ -41,10 +44,18 @@ class FavorKernel(keras.layers.Layer):
         remat: bool, recompute φ(Q), φ(K) in the backward pass instead of
             keeping them (`[batch, heads, tokens, features]` each): less
             memory for long sequences, one more feature-map pass per step.
+        inference_nb_features: int or None, features at inference (one fixed
+            draw, stored and exported). A model trained with redraws learns
+            the kernel, not one draw, so more features at inference bring it
+            closer to the exact kernel (and its translation equivariance).
+            Needs `feature_redraw_interval` > 0: a model trained on a single
+            draw is tied to it. None: inference uses W.
 
     Call arguments:
-        query: `[batch, heads, tokens, dim]`.
-        key: `[batch, heads, tokens, dim]`.
+        query: `[batch, heads, tokens, dim]`, or a list of blocks that stand
+            for their concatenation; later blocks may have size-1 batch or
+            head axes (shared positional features, projected once).
+        key: `[batch, heads, tokens, dim]`, or blocks of the same widths.
         value: `[batch, heads, tokens, dim_v]`.
         training: bool; redraws happen only when True.
 
@@ -67,6 +78,7 @@ class FavorKernel(keras.layers.Layer):
         seed=0,
         eps=1e-4,
         remat=False,
+        inference_nb_features=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -81,7 +93,19 @@ class FavorKernel(keras.layers.Layer):
                 f"feature_redraw_interval={feature_redraw_interval} is not allowed; "
                 "use an integer >= 0 (0 never redraws)."
             )
+        if inference_nb_features is not None:
+            if int(inference_nb_features) < 1:
+                raise ValueError(
+                    f"inference_nb_features={inference_nb_features} is not allowed; use an integer >= 1."
+                )
+            if not feature_redraw_interval:
+                raise ValueError(
+                    f"inference_nb_features={inference_nb_features} is not allowed with "
+                    f"feature_redraw_interval={feature_redraw_interval}; a model trained on one fixed "
+                    "draw is tied to it: use a redraw interval > 0 or no inference_nb_features."
+                )
         self.nb_features = nb_features
+        self.inference_nb_features = inference_nb_features
         self.kernel = kernel
         self.no_projection = bool(no_projection)
         self.feature_redraw_interval = feature_redraw_interval
@@ -94,7 +118,7 @@ class FavorKernel(keras.layers.Layer):
     def uses_projection(self):
         return self.kernel != "exact" and not self.no_projection
 
-    def build(self, query_shape, key_shape=None, value_shape=None):
+    def _build_projection(self, query_shape):
         dim = int(query_shape[-1])
         self.query_dim = dim
         self.resolved_nb_features = int(self.nb_features or default_nb_features(dim))
@@ -106,6 +130,15 @@ class FavorKernel(keras.layers.Layer):
                 trainable=False,
                 aggregation="only_first_replica",
             )
+            if self.inference_nb_features:
+                # Its own stream of draws (index −1), fixed for the model's life.
+                self.inference_projection = self.add_weight(
+                    name="inference_projection",
+                    shape=(int(self.inference_nb_features), dim),
+                    initializer=lambda shape, dtype=None: self.draw(-1, shape[0]),
+                    trainable=False,
+                    aggregation="only_first_replica",
+                )
             self.step = self.add_weight(
                 name="step",
                 shape=(),
@@ -115,16 +148,18 @@ class FavorKernel(keras.layers.Layer):
                 aggregation="only_first_replica",
             )
 
-    def draw(self, draw_index):
+    def draw(self, draw_index, nb_features=None):
         """The random matrix of draw number `draw_index` (a stateless function)."""
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(draw_index, tf.int64)])
         return orthogonal_random_matrix(
-            self.resolved_nb_features, self.query_dim, seed, self.scaling
+            nb_features or self.resolved_nb_features, self.query_dim, seed, self.scaling
         )
 
     def _projection_for_step(self, training):
         """The projection to use now; in training, redraws at interval multiples."""
         interval = int(self.feature_redraw_interval or 0)
+        if not training and self.inference_nb_features:
+            return self.inference_projection
         if not training or interval == 0:
             return self.projection
         step = ops.convert_to_tensor(self.step)
@@ -146,20 +181,38 @@ class FavorKernel(keras.layers.Layer):
             return feature_maps.relu_kernel_features(x, projection)
         return feature_maps.softmax_kernel_features(x, projection, is_query, self.eps, normalize=False)
 
-    def _attend(self, query, key, value, projection=None):
-        """The stateless part of the call: features and linear attention."""
+    def _attend(self, num_query_blocks, num_key_blocks, *tensors):
+        """The stateless part of the call: features and linear attention.
+
+        `tensors` = query blocks, key blocks, value[, projection] (flat, so
+        that `keras.remat` can recompute it).
+        """
+        query = list(tensors[:num_query_blocks])
+        key = list(tensors[num_query_blocks : num_query_blocks + num_key_blocks])
+        value, *projection = tensors[num_query_blocks + num_key_blocks :]
+        if self.kernel == "exact":
+            return feature_maps.exact_attention(query, key, value)
+        projection = projection[0] if projection else None
         query_features = self.feature_map(query, True, projection)
         key_features = self.feature_map(key, False, projection)
         return feature_maps.linear_attention(query_features, key_features, value)
 
     def call(self, query, key, value, training=None):
-        if self.kernel == "exact":
-            return feature_maps.exact_attention(query, key, value)
-        attend = keras.remat(self._attend) if self.remat and training else self._attend
+        query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
+        attend = functools.partial(self._attend, len(query), len(key))
+        if self.remat and training and self.kernel != "exact":
+            attend = keras.remat(attend)
+        tensors = query + key + [value]
         if not self.uses_projection:
-            return attend(query, key, value)
+            return attend(*tensors)
         # The redraw (a state update) stays outside the recomputed function.
-        return attend(query, key, value, ops.convert_to_tensor(self._projection_for_step(training)))
+        return attend(*tensors, ops.convert_to_tensor(self._projection_for_step(training)))
+
+    def build(self, query_shape, key_shape=None, value_shape=None):
+        # Blocks build from their total width.
+        if isinstance(query_shape, (list, tuple)) and query_shape and isinstance(query_shape[0], (list, tuple)):
+            query_shape = tuple(query_shape[0][:-1]) + (sum(int(s[-1]) for s in query_shape),)
+        self._build_projection(query_shape)
 
     def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
         return tuple(query_shape[:-1]) + (value_shape[-1],)

@@ -1,6 +1,9 @@
 """FAVOR+ feature maps φ and the linear attention they enable.
 
 All tensors are `[batch, heads, tokens, dim]`; a projection is `[features, dim]`.
+A query or key may also come as blocks `[x_1, x_2, …]` that stand for their
+concatenation along the last axis; later blocks may have size-1 batch/head
+axes (shared positional features), so their projections are computed once.
 - softmax kernel: φ(x) = m^(-1/2)(exp(W x' − ‖x'‖²/2 − c) + ε), x' = d^(-1/4) x,
   so that E[φ(q)·φ(k)] = exp(q·k/√d) (up to the stabiliser c, which cancels).
 - relu kernel (generalized attention): φ(x) = ReLU(W x') + 1e-3.
@@ -25,11 +28,44 @@ def project(x, projection, scale=1.0):
     return tf.reshape(projected, tf.concat([tf.shape(x)[:-1], [projection.shape[0]]], 0))
 
 
+def as_blocks(x):
+    """A tensor or a list of blocks (see module docstring) → list of blocks."""
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def concatenate_blocks(x):
+    """The concatenation the blocks stand for, `[batch, heads, tokens, Σ dim]`."""
+    blocks = as_blocks(x)
+    if len(blocks) == 1:
+        return blocks[0]
+    leading = tf.shape(blocks[0])[:-1]
+    return ops.concatenate(
+        [tf.broadcast_to(b, tf.concat([leading, tf.shape(b)[-1:]], 0)) for b in blocks], axis=-1
+    )
+
+
+def project_blocks(x, projection, scale=1.0):
+    """[x_1, x_2, …] (W·scale)ᵀ as Σ_i x_i (W_i·scale)ᵀ, W_i the matching columns of W.
+
+    Each block is one 2-D GEMM at its own (possibly batch- or head-shared)
+    size; the sum broadcasts to `[batch, heads, tokens, features]`.
+    """
+    projected, start = None, 0
+    for block in as_blocks(x):
+        width = block.shape[-1]
+        part = project(block, projection[:, start : start + width], scale)
+        projected = part if projected is None else projected + part
+        start += width
+    if start != projection.shape[1]:
+        raise ValueError(f"blocks of total width {start} do not match a projection of width {projection.shape[1]}.")
+    return projected
+
+
 def softmax_kernel_features(x, projection, is_query, eps=1e-4, stabilize=True, normalize=True):
     """Positive random features of the softmax kernel.
 
     Args:
-        x: `[batch, heads, tokens, dim]` queries or keys.
+        x: `[batch, heads, tokens, dim]` queries or keys, or blocks of them.
         projection: `[features, dim]` random matrix W.
         is_query: bool; queries are stabilised per token, keys by one max per
             (batch, head) over all tokens and features.
@@ -42,10 +78,11 @@ def softmax_kernel_features(x, projection, is_query, eps=1e-4, stabilize=True, n
     Returns:
         `[batch, heads, tokens, features]`.
     """
-    dim = x.shape[-1]
+    dim = projection.shape[1]
     nb_features = projection.shape[0]
-    projected = project(x, projection, dim**-0.25)  # W x', x' = d^(-1/4) x
-    offset = (0.5 * dim**-0.5) * ops.sum(ops.square(x), axis=-1, keepdims=True)  # ‖x'‖²/2
+    projected = project_blocks(x, projection, dim**-0.25)  # W x', x' = d^(-1/4) x
+    square_norm = sum(ops.sum(ops.square(b), axis=-1, keepdims=True) for b in as_blocks(x))
+    offset = (0.5 * dim**-0.5) * square_norm  # ‖x'‖²/2
     if stabilize:
         axes = -1 if is_query else (-2, -1)
         offset = offset + ops.stop_gradient(ops.max(projected, axis=axes, keepdims=True))
@@ -55,12 +92,12 @@ def softmax_kernel_features(x, projection, is_query, eps=1e-4, stabilize=True, n
 
 def relu_kernel_features(x, projection):
     """Generalized-attention features ReLU(W x') + 1e-3, `[b, h, n, m]`."""
-    return ops.relu(project(x, projection, x.shape[-1] ** -0.25)) + RELU_EPSILON
+    return ops.relu(project_blocks(x, projection, projection.shape[1] ** -0.25)) + RELU_EPSILON
 
 
 def no_projection_features(x, is_query):
     """Efficient-attention features: softmax over features (q) or tokens (k)."""
-    return ops.softmax(x, axis=-1 if is_query else -2)
+    return ops.softmax(concatenate_blocks(x), axis=-1 if is_query else -2)
 
 
 def linear_attention(query_features, key_features, value):
@@ -86,5 +123,6 @@ def linear_attention(query_features, key_features, value):
 
 def exact_attention(query, key, value):
     """Softmax attention softmax(QKᵀ/√d)V, quadratic in tokens (reference only)."""
+    query, key = concatenate_blocks(query), concatenate_blocks(key)
     scores = ops.einsum("bhnd,bhkd->bhnk", query, key) / (query.shape[-1] ** 0.5)
     return ops.einsum("bhnk,bhkd->bhnd", ops.softmax(scores, axis=-1), value)

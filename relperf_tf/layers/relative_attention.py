@@ -80,34 +80,39 @@ class RelativeFavorAttention(FavorAttention):
             self._content_rotation.build(inputs_shape)
 
     def _positional_features(self, inputs, positions):
-        """Positional parts of q `[b, h, n, P2·r]` and k `[b, h, n, P2·r]`."""
-        batch, tokens = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        """Positional blocks of q and k, without copies per batch element.
+
+        Returns lists of query blocks (`[1 or b, h, n, P2]`: the static
+        rotation; with `content_rel_attn` also `[b, h, n, P2]`) and the
+        matching key blocks (`[1 or b, 1, n, P2]`, e(p_j) each time); FAVOR+
+        projects the shared ones once per step, not once per image.
+        """
         positions = ops.cast(positions, inputs.dtype)
         if len(positions.shape) == 2:
-            positions = ops.broadcast_to(positions[None], (batch, tokens, positions.shape[-1]))
-        pairs = ops.reshape(positions, (batch, 1, tokens, self.num_pairs, 2))
-        # [b, h, n, pairs, 2] → [b, h, n, P2]
+            positions = positions[None]  # [1, n, P2]: shared by the batch
+        lead, tokens = ops.shape(positions)[0], ops.shape(positions)[1]
+        width = 2 * self.num_pairs
+        pairs = ops.reshape(positions, (lead, 1, tokens, self.num_pairs, 2))
         static = rotate_pairs(pairs, self.alpha[None, :, None, :], self.beta[None, :, None, :])
-        flat = (batch, self.num_heads, tokens, 2 * self.num_pairs)
-        query_parts = [ops.reshape(static, flat)]
-        key_part = ops.broadcast_to(ops.reshape(pairs, (batch, 1, tokens, -1)), flat)
+        query_parts = [ops.reshape(static, (lead, self.num_heads, tokens, width))]
+        key_part = ops.reshape(pairs, (lead, 1, tokens, width))
         if self.content_rel_attn:
+            batch = ops.shape(inputs)[0]
             rotation = ops.reshape(
                 self._content_rotation(inputs),
                 (batch, tokens, self.num_heads, self.num_pairs, 2),
             )
             rotation = ops.transpose(rotation, (0, 2, 1, 3, 4))  # [b, h, n, pairs, 2]
             dynamic = rotate_pairs(pairs, rotation[..., 0], rotation[..., 1])
-            query_parts.append(ops.reshape(dynamic, flat))
+            query_parts.append(ops.reshape(dynamic, (batch, self.num_heads, tokens, width)))
         key_parts = [key_part] * len(query_parts)
         return query_parts, key_parts
 
     def call(self, inputs, positions, training=None):
         query, key, value = self._project(inputs)
         query_parts, key_parts = self._positional_features(inputs, positions)
-        query = ops.concatenate([query] + query_parts, axis=-1)
-        key = ops.concatenate([key] + key_parts, axis=-1)
-        return self._output(self._favor(query, key, value, training=training))
+        heads = self._favor([query] + query_parts, [key] + key_parts, value, training=training)
+        return self._output(heads)
 
     def get_config(self):
         config = super().get_config()
