@@ -33,7 +33,9 @@ def forward_flops(model_name, image_size, dim, depth, heads, nb_features=None, p
         attention = 2 * 2 * tokens * tokens * dim
     else:
         favor_heads = heads // 2 if model_name == "ClippedRelativePerformer" else heads
-        attention = favor_heads * (2 * 2 * tokens * m * qk_dim + 2 * 2 * tokens * m * head_dim)
+        # Per image, q and k are projected at the content width: RelativePerformer's
+        # positional blocks are shared by the batch and projected once per step.
+        attention = favor_heads * (2 * 2 * tokens * m * head_dim + 2 * 2 * tokens * m * head_dim)
         if model_name == "ClippedRelativePerformer":
             window = 2 * clipping_dist**2 - 2 * clipping_dist + 1
             attention += (heads // 2) * 2 * tokens * (window + clipping_dist + 1) * head_dim

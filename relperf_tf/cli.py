@@ -47,7 +47,6 @@ def define_run_flags():
     flags.DEFINE_float("ff_dropout", None, "Dropout inside the feed-forward (default 0.1).")
     flags.DEFINE_integer("nb_features", None, "FAVOR+ random features (default int(d·ln d)).")
     flags.DEFINE_integer("feature_redraw_interval", None, "Redraw random features every N steps; 0 never (default 1000).")
-    flags.DEFINE_integer("inference_nb_features", None, "FAVOR+ features at inference and in exports: one fixed draw, more than in training brings the kernel closer to exact (needs --feature_redraw_interval > 0; default: the training W).")
     flags.DEFINE_boolean("no_projection", None, "Efficient attention (softmax features) instead of random features.")
     flags.DEFINE_string("kernel", None, f"FAVOR+ kernel {_allowed(KERNELS[:2])} (default softmax).")
     flags.DEFINE_integer("pos_scales", None, "RelativePerformer: sinusoid scales per coordinate (default 4).")

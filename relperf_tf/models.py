@@ -53,7 +53,6 @@ DEFAULT_HPARAMS = dict(
     clipping_dist=8,
     seed=0,
     remat=False,
-    inference_nb_features=None,
 )
 
 
@@ -97,7 +96,6 @@ class PerformerClassifier(keras.Model):
         clipping_dist=8,
         seed=0,
         remat=False,
-        inference_nb_features=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -112,9 +110,8 @@ class PerformerClassifier(keras.Model):
             )
         for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("pos_scales", pos_scales), ("clipping_dist", clipping_dist), ("num_classes", num_classes)):
             _check_positive_int(name, value)
-        for name, value in (("nb_features", nb_features), ("inference_nb_features", inference_nb_features)):
-            if value is not None:
-                _check_positive_int(name, value)
+        if nb_features is not None:
+            _check_positive_int("nb_features", nb_features)
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}; choose heads that divide dim.")
         if position_encoding == "absolute" and dim % 4:
@@ -134,7 +131,6 @@ class PerformerClassifier(keras.Model):
         self.clipping_dist = int(clipping_dist)
         self.seed = int(seed)
         self.remat = bool(remat)
-        self.inference_nb_features = inference_nb_features
 
         height, width, _ = self.image_shape
         self._coordinates = grid_coordinates(height, width)
@@ -160,7 +156,6 @@ class PerformerClassifier(keras.Model):
             feature_redraw_interval=self.feature_redraw_interval,
             seed=self.seed * 1000 + index,
             remat=self.remat,
-            inference_nb_features=self.inference_nb_features,
             name="attention",
         )
         if self.position_encoding == "relative":
@@ -231,7 +226,6 @@ class PerformerClassifier(keras.Model):
             clipping_dist=self.clipping_dist,
             seed=self.seed,
             remat=self.remat,
-            inference_nb_features=self.inference_nb_features,
         )
         return config
 

@@ -75,7 +75,6 @@ class TrainConfig:
     content_rel_attn: bool = DEFAULT_HPARAMS["content_rel_attn"]
     clipping_dist: int = DEFAULT_HPARAMS["clipping_dist"]
     remat: bool = DEFAULT_HPARAMS["remat"]
-    inference_nb_features: int = DEFAULT_HPARAMS["inference_nb_features"]
     verbose: int = 1
 
     def model_hparams(self):
@@ -125,17 +124,11 @@ def validate_config(config):
         _at_least(name, getattr(config, name), 0)
     if config.schedule == "noam":
         _at_least("warmup", config.warmup, 1)
-    for name in ("steps_per_epoch", "nb_features", "inference_nb_features"):
+    for name in ("steps_per_epoch", "nb_features"):
         if getattr(config, name) is not None:
             _at_least(name, getattr(config, name), 1)
     if config.feature_redraw_interval is not None:
         _at_least("feature_redraw_interval", config.feature_redraw_interval, 0)
-    if config.inference_nb_features is not None and not config.feature_redraw_interval:
-        raise ValueError(
-            f"flag --inference_nb_features={config.inference_nb_features} is not allowed with "
-            f"--feature_redraw_interval={config.feature_redraw_interval}; a model trained on one fixed draw "
-            "is tied to it: use --feature_redraw_interval > 0."
-        )
     if not (isinstance(config.learning_rate, (int, float)) and config.learning_rate > 0 and math.isfinite(config.learning_rate)):
         raise ValueError(f"flag --learning_rate={config.learning_rate!r} is not allowed; use a number > 0.")
     for name in ("attn_dropout", "ff_dropout"):

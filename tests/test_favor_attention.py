@@ -61,7 +61,7 @@ def test_linear_memory_graph_has_no_token_by_token_tensor():
             assert dims.count(2048) < 2, f"{op.name} has shape {dims}"
 
 
-@pytest.mark.parametrize("options", [{}, dict(kernel="relu"), dict(no_projection=True), dict(kernel="exact"), dict(inference_nb_features=32)])
+@pytest.mark.parametrize("options", [{}, dict(kernel="relu"), dict(no_projection=True), dict(kernel="exact")])
 def test_favor_attention_layer(tmp_path, options):
     x = np.random.default_rng(3).normal(size=(2, 7, 8)).astype("float32")
     run_layer_test(tmp_path, lambda: FavorAttention(num_heads=2, nb_features=8, **options), [x], (2, 7, 8))

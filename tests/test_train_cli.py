@@ -60,8 +60,6 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path, fashion_mnist_dir):
         (["--model=Performer", "--dataset=mnist", "--preset=huge"], "--preset"),
         (["--model=Performer", "--dataset=mnist", "--batch_size=abc"], "--batch_size"),
         (["--dataset=mnist"], "--model"),
-        (["--model=Performer", "--dataset=mnist", "--inference_nb_features=0"], "--inference_nb_features"),
-        (["--model=Performer", "--dataset=mnist", "--inference_nb_features=64", "--feature_redraw_interval=0"], "--inference_nb_features"),
     ],
 )
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, args, flag):

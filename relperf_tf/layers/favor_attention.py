@@ -31,7 +31,7 @@ class FavorAttention(keras.layers.Layer):
     Args:
         num_heads: int, number of heads; must divide the input width.
         nb_features, kernel, no_projection, feature_redraw_interval, scaling,
-        seed, eps, remat, inference_nb_features: see `FavorKernel`.
+        seed, eps, remat: see `FavorKernel`.
 
     Call arguments:
         inputs: `[batch, tokens, dim]`.
@@ -56,7 +56,6 @@ class FavorAttention(keras.layers.Layer):
         seed=0,
         eps=1e-4,
         remat=False,
-        inference_nb_features=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -71,7 +70,6 @@ class FavorAttention(keras.layers.Layer):
         self.seed = seed
         self.eps = eps
         self.remat = bool(remat)
-        self.inference_nb_features = inference_nb_features
         self._favor = FavorKernel(
             nb_features=nb_features,
             kernel=kernel,
@@ -81,7 +79,6 @@ class FavorAttention(keras.layers.Layer):
             seed=seed,
             eps=eps,
             remat=remat,
-            inference_nb_features=inference_nb_features,
             name="favor",
         )
 

@@ -15,7 +15,7 @@ from relperf_tf.layers.random_features import (
 
 KERNELS = ("softmax", "relu", "exact")
 # The constructor arguments every FAVOR+ layer stores and serialises.
-FAVOR_OPTIONS = ("nb_features", "kernel", "no_projection", "feature_redraw_interval", "scaling", "seed", "eps", "remat", "inference_nb_features")
+FAVOR_OPTIONS = ("nb_features", "kernel", "no_projection", "feature_redraw_interval", "scaling", "seed", "eps", "remat")
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
@@ -26,8 +26,7 @@ class FavorKernel(keras.layers.Layer):
     random matrix W `[nb_features, dim]` as a non-trainable variable. During
     training W is redrawn every `feature_redraw_interval` calls (one call per
     optimizer step) from the stateless seed `(seed, step // interval)`;
-    inference and exported models always use a stored matrix: W, or, with
-    `inference_nb_features`, a second fixed matrix with more rows.
+    inference and exported models always use the stored W.
 
     Args:
         nb_features: int, m; default `int(d · ln d)` for query width d.
@@ -44,12 +43,6 @@ class FavorKernel(keras.layers.Layer):
         remat: bool, recompute φ(Q), φ(K) in the backward pass instead of
             keeping them (`[batch, heads, tokens, features]` each): less
             memory for long sequences, one more feature-map pass per step.
-        inference_nb_features: int or None, features at inference (one fixed
-            draw, stored and exported). A model trained with redraws learns
-            the kernel, not one draw, so more features at inference bring it
-            closer to the exact kernel (and its translation equivariance).
-            Needs `feature_redraw_interval` > 0: a model trained on a single
-            draw is tied to it. None: inference uses W.
 
     Call arguments:
         query: `[batch, heads, tokens, dim]`, or a list of blocks that stand
@@ -78,7 +71,6 @@ class FavorKernel(keras.layers.Layer):
         seed=0,
         eps=1e-4,
         remat=False,
-        inference_nb_features=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -93,19 +85,7 @@ class FavorKernel(keras.layers.Layer):
                 f"feature_redraw_interval={feature_redraw_interval} is not allowed; "
                 "use an integer >= 0 (0 never redraws)."
             )
-        if inference_nb_features is not None:
-            if int(inference_nb_features) < 1:
-                raise ValueError(
-                    f"inference_nb_features={inference_nb_features} is not allowed; use an integer >= 1."
-                )
-            if not feature_redraw_interval:
-                raise ValueError(
-                    f"inference_nb_features={inference_nb_features} is not allowed with "
-                    f"feature_redraw_interval={feature_redraw_interval}; a model trained on one fixed "
-                    "draw is tied to it: use a redraw interval > 0 or no inference_nb_features."
-                )
         self.nb_features = nb_features
-        self.inference_nb_features = inference_nb_features
         self.kernel = kernel
         self.no_projection = bool(no_projection)
         self.feature_redraw_interval = feature_redraw_interval
@@ -130,15 +110,6 @@ class FavorKernel(keras.layers.Layer):
                 trainable=False,
                 aggregation="only_first_replica",
             )
-            if self.inference_nb_features:
-                # Its own stream of draws (index −1), fixed for the model's life.
-                self.inference_projection = self.add_weight(
-                    name="inference_projection",
-                    shape=(int(self.inference_nb_features), dim),
-                    initializer=lambda shape, dtype=None: self.draw(-1, shape[0]),
-                    trainable=False,
-                    aggregation="only_first_replica",
-                )
             self.step = self.add_weight(
                 name="step",
                 shape=(),
@@ -148,18 +119,16 @@ class FavorKernel(keras.layers.Layer):
                 aggregation="only_first_replica",
             )
 
-    def draw(self, draw_index, nb_features=None):
+    def draw(self, draw_index):
         """The random matrix of draw number `draw_index` (a stateless function)."""
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(draw_index, tf.int64)])
         return orthogonal_random_matrix(
-            nb_features or self.resolved_nb_features, self.query_dim, seed, self.scaling
+            self.resolved_nb_features, self.query_dim, seed, self.scaling
         )
 
     def _projection_for_step(self, training):
         """The projection to use now; in training, redraws at interval multiples."""
         interval = int(self.feature_redraw_interval or 0)
-        if not training and self.inference_nb_features:
-            return self.inference_projection
         if not training or interval == 0:
             return self.projection
         step = ops.convert_to_tensor(self.step)
