@@ -89,3 +89,4 @@ def test_blocks_with_shared_axes_equal_their_concatenation(kernel):
     whole = np.array(layer(q, k, v))
     blocks = np.array(layer([q_content, q_shared], [k_content, k_shared], v))
     np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-5)
+    assert layer.compute_output_shape([q_content.shape, q_shared.shape], [k_content.shape, k_shared.shape], v.shape) == v.shape

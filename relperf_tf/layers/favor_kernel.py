@@ -18,6 +18,13 @@ KERNELS = ("softmax", "relu", "exact")
 FAVOR_OPTIONS = ("nb_features", "kernel", "no_projection", "feature_redraw_interval", "scaling", "seed", "eps", "remat")
 
 
+def _total_shape(shape):
+    """The shape of a tensor, or of the concatenation a list of block shapes stands for."""
+    if shape and isinstance(shape[0], (list, tuple)):
+        return tuple(shape[0][:-1]) + (sum(int(s[-1]) for s in shape),)
+    return tuple(shape)
+
+
 @keras.saving.register_keras_serializable(package="relperf_tf")
 class FavorKernel(keras.layers.Layer):
     """Linear-time attention D⁻¹ φ(Q)(φ(K)ᵀV) with FAVOR+ random features.
@@ -98,7 +105,8 @@ class FavorKernel(keras.layers.Layer):
     def uses_projection(self):
         return self.kernel != "exact" and not self.no_projection
 
-    def _build_projection(self, query_shape):
+    def build(self, query_shape, key_shape=None, value_shape=None):
+        query_shape = _total_shape(query_shape)
         dim = int(query_shape[-1])
         self.query_dim = dim
         self.resolved_nb_features = int(self.nb_features or default_nb_features(dim))
@@ -177,14 +185,8 @@ class FavorKernel(keras.layers.Layer):
         # The redraw (a state update) stays outside the recomputed function.
         return attend(*tensors, ops.convert_to_tensor(self._projection_for_step(training)))
 
-    def build(self, query_shape, key_shape=None, value_shape=None):
-        # Blocks build from their total width.
-        if isinstance(query_shape, (list, tuple)) and query_shape and isinstance(query_shape[0], (list, tuple)):
-            query_shape = tuple(query_shape[0][:-1]) + (sum(int(s[-1]) for s in query_shape),)
-        self._build_projection(query_shape)
-
     def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
-        return tuple(query_shape[:-1]) + (value_shape[-1],)
+        return tuple(_total_shape(query_shape)[:-1]) + (value_shape[-1],)
 
     def get_config(self):
         config = super().get_config()
