@@ -123,6 +123,7 @@ def linear_attention(query_features, key_features, value):
 
 def exact_attention(query, key, value):
     """Softmax attention softmax(QKᵀ/√d)V, quadratic in tokens (reference only)."""
+    width = sum(block.shape[-1] for block in as_blocks(query))
     query, key = concatenate_blocks(query), concatenate_blocks(key)
-    scores = ops.einsum("bhnd,bhkd->bhnk", query, key) / (query.shape[-1] ** 0.5)
+    scores = ops.einsum("bhnd,bhkd->bhnk", query, key) / (width**0.5)
     return ops.einsum("bhnk,bhkd->bhnd", ops.softmax(scores, axis=-1), value)
