@@ -21,12 +21,21 @@ from relperf_tf.models import SoftmaxAttentionClassifier
 BENCH_MODELS = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer", "exact")
 
 
+def resolved_nb_features(model_name, dim, heads, nb_features=None, pos_scales=4):
+    """The m a model uses: `nb_features`, or its default int(d·ln d) of the query width d.
+
+    RelativePerformer's queries are wider than the content heads (dim/heads +
+    2·2·pos_scales), so its default m is larger than the other models'.
+    """
+    qk_dim = dim // heads + (4 * pos_scales if model_name == "RelativePerformer" else 0)
+    return int(nb_features or default_nb_features(qk_dim))
+
+
 def forward_flops(model_name, image_size, dim, depth, heads, nb_features=None, pos_scales=4, clipping_dist=8, channels=1):
     """Analytic multiply-add FLOPs (×2) of one image's forward pass."""
     tokens = image_size * image_size + 1
     head_dim = dim // heads
-    qk_dim = head_dim + (4 * pos_scales if model_name == "RelativePerformer" else 0)
-    m = nb_features or default_nb_features(qk_dim)
+    m = resolved_nb_features(model_name, dim, heads, nb_features, pos_scales)
     projections = 2 * tokens * dim * dim * (3.5 if model_name == "ClippedRelativePerformer" else 4)
     feed_forward = 2 * 2 * tokens * dim * 4 * dim
     if model_name == "exact":
@@ -155,12 +164,14 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
             out.numpy()
             times.append((time.perf_counter() - start) / window_steps)
         step = statistics.median(times)
-    flops = forward_flops(model_name, image_size, hparams.get("dim", 128), hparams.get("depth", 4), hparams.get("heads", 4), hparams.get("nb_features"))
+    dim, depth, heads = hparams.get("dim", 128), hparams.get("depth", 4), hparams.get("heads", 4)
+    flops = forward_flops(model_name, image_size, dim, depth, heads, hparams.get("nb_features"))
     flops_per_step = flops * batch_size * (3 if mode == "train" else 1)
     peak = matmul_peak_gflops()
     achieved = flops_per_step / step / 1e9
     return dict(
         model=model_name, mode=mode, image_size=image_size, tokens=image_size**2 + 1, batch_size=batch_size, jit_compile=jit_compile,
+        nb_features=None if model_name == "exact" else resolved_nb_features(model_name, dim, heads, hparams.get("nb_features")),
         ms_per_step=1e3 * step, images_per_s=batch_size / step, gflops_per_s=achieved, matmul_peak_gflops=peak,
         fraction_of_peak=achieved / peak, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         step_times_ms=[1e3 * t for t in times], **extra,

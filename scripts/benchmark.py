@@ -24,6 +24,7 @@ flags.DEFINE_string("preset", "reference", "Model size preset {reference,paper,t
 flags.DEFINE_integer("dim", None, "Token width.")
 flags.DEFINE_integer("depth", None, "Blocks.")
 flags.DEFINE_integer("heads", None, "Heads.")
+flags.DEFINE_integer("nb_features", None, "Random features m of every FAVOR+ model (default: each model's int(d·ln d) of its query width d; the issue's reference config uses 110).")
 flags.DEFINE_integer("batch_size", None, "Batch size (default: 16 train, 128 infer; 4 at >= 128 px).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the steps.")
 flags.DEFINE_boolean("remat", False, "Recompute activations in the backward pass (the models' remat option).")
@@ -47,6 +48,11 @@ def run_child(spec):
     return dict(spec, error=tail[:300])
 
 
+def _row_key(r):
+    """What makes two result rows the same configuration (a rerun replaces the old row)."""
+    return tuple(r.get(k) for k in ("model", "mode", "image_size", "batch_size", "jit_compile", "dim", "depth", "nb_features")) + (r.get("remat", False),)
+
+
 def main(argv):
     if FLAGS.child:
         benchmarking.main_child(FLAGS.child)
@@ -63,6 +69,8 @@ def main(argv):
         cli.fail(f"flag --window_steps={FLAGS.window_steps} is not allowed; use an integer >= 1.")
     if FLAGS.repeats < 5:
         cli.fail(f"flag --repeats={FLAGS.repeats} is not allowed; use >= 5 (the median of at least 5 windows).")
+    if FLAGS.nb_features is not None and FLAGS.nb_features < 1:
+        cli.fail(f"flag --nb_features={FLAGS.nb_features} is not allowed; use an integer >= 1 (or leave it out for each model's default).")
     if FLAGS.preset not in training.PRESETS:
         cli.fail(f"flag --preset={FLAGS.preset!r} is not allowed; use one of {tuple(training.PRESETS)}.")
     try:
@@ -77,6 +85,8 @@ def main(argv):
             for model in FLAGS.models:
                 batch = FLAGS.batch_size or (4 if size >= 128 else 16 if mode == "train" else 128)
                 spec = dict(model_name=model, mode=mode, image_size=size, batch_size=batch, jit_compile=FLAGS.jit_compile, repeats=FLAGS.repeats, window_steps=FLAGS.window_steps, remat=FLAGS.remat, **dims)
+                if FLAGS.nb_features and model != "exact":
+                    spec["nb_features"] = FLAGS.nb_features
                 print(f"{model} {mode} {size}px batch {batch} ...", flush=True)
                 try:
                     row = run_child(spec)
@@ -84,8 +94,9 @@ def main(argv):
                     row = dict(spec, error=f"timed out after {FLAGS.timeout} s")
                 row.update(dims, remat=FLAGS.remat)
                 print("   ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "step_times_ms"}, flush=True)
-                key = (row.get("model", model), mode, size, batch, FLAGS.jit_compile, FLAGS.remat, dims["dim"], dims["depth"])
-                results["throughput"] = [r for r in results["throughput"] if (r.get("model"), r.get("mode"), r.get("image_size"), r.get("batch_size"), r.get("jit_compile"), r.get("remat", False), r.get("dim"), r.get("depth")) != key]
+                row.setdefault("nb_features", None if model == "exact" else benchmarking.resolved_nb_features(model, dims["dim"], dims["heads"], FLAGS.nb_features))
+                key = _row_key(dict(row, model=model))
+                results["throughput"] = [r for r in results["throughput"] if _row_key(r) != key]
                 results["throughput"].append(dict(row, model=model))
     if FLAGS.approximation:
         rng = np.random.default_rng(0)

@@ -5,6 +5,14 @@ import numpy as np
 from relperf_tf import benchmarking, report
 
 
+def test_resolved_features_follow_each_models_query_width():
+    # Content heads of 32: int(32·ln 32) = 110; RelativePerformer's queries add
+    # 2·2·pos_scales = 16 positional features: int(48·ln 48) = 185.
+    assert benchmarking.resolved_nb_features("Performer", 128, 4) == 110
+    assert benchmarking.resolved_nb_features("RelativePerformer", 128, 4) == 185
+    assert benchmarking.resolved_nb_features("RelativePerformer", 128, 4, nb_features=110) == 110
+
+
 def test_reference_forward_flops_match_the_issue():
     # The issue: about 2.1 GFLOP per image forward at the reference config.
     flops = benchmarking.forward_flops("Performer", 32, 128, 4, 4, nb_features=110)
@@ -18,9 +26,9 @@ def test_window_skips_the_step_that_carries_call_setup():
     assert benchmarking._window_seconds_per_step(list(stamps), window_steps=3) == 2.0
 
 
-def row(model, mode, tokens, images_per_s, rss=2.0, jit=True, remat=False, batch=16, overhead=0.01):
+def row(model, mode, tokens, images_per_s, rss=2.0, jit=True, remat=False, batch=16, overhead=0.01, m=110):
     size = int(round((tokens - 1) ** 0.5))
-    return dict(model=model, mode=mode, image_size=size, tokens=tokens, batch_size=batch, jit_compile=jit, remat=remat,
+    return dict(model=model, mode=mode, image_size=size, tokens=tokens, batch_size=batch, jit_compile=jit, remat=remat, nb_features=m,
                 ms_per_step=1e3 * batch / images_per_s, images_per_s=images_per_s, gflops_per_s=1.0, fraction_of_peak=0.1,
                 peak_rss_gb=rss, fit_overhead=overhead)
 
@@ -31,6 +39,7 @@ def test_targets_use_the_best_setting_and_say_met_or_not(tmp_path):
         row("Performer", "train", 1025, 30.0),
         row("Performer", "infer", 1025, 50.0),
         row("RelativePerformer", "train", 1025, 25.0),
+        row("RelativePerformer", "train", 1025, 21.0, m=185),
         row("ClippedRelativePerformer", "train", 1025, 14.0, overhead=0.08),
         row("Performer", "train", 4097, 2.0, rss=6.0, batch=4),
         row("Performer", "train", 4097, 1.0, rss=2.0, batch=4, remat=True),
@@ -41,8 +50,11 @@ def test_targets_use_the_best_setting_and_say_met_or_not(tmp_path):
     text = path.read_text()
     assert "| Performer training ≥ 27 img/s (stretch ≥ 38) | 30.0 img/s (XLA) | yes |" in text
     assert "| Performer inference ≥ 105 img/s | 50.0 img/s (XLA) | no |" in text
-    assert "| RelativePerformer training ≥ 0.8× Performer | 0.83× (XLA) | yes |" in text
-    assert "| ClippedRelativePerformer training ≥ 0.5× Performer | 0.47× (XLA) | no |" in text
+    # One line per feature count measured: the issue's m = 110 and the model's own default.
+    assert "| RelativePerformer training ≥ 0.8× Performer | 0.83× (XLA, m = 110 vs 110) | yes |" in text
+    assert "| RelativePerformer training ≥ 0.8× Performer | 0.70× (XLA, m = 185 vs 110) | no |" in text
+    assert "| ClippedRelativePerformer training ≥ 0.5× Performer | 0.47× (XLA, m = 110 vs 110) | no |" in text
+    assert "| RelativePerformer | train | 32² | 1025 | 16 | XLA | 185 |" in text
     assert "in < 4 GB peak RSS | 3.50 GB (XLA+remat) | yes |" in text
     assert "(worst of 4,097→16,385) | 4.00× | yes |" in text
     assert "+8.0 % (ClippedRelativePerformer, XLA) | no |" in text
