@@ -75,3 +75,21 @@ def test_targets_scaled_by_keras_multi_head_attention_measured_here(tmp_path):
     text = path.read_text()
     assert "| train | 4.2 vs 8.4 (0.50×) | 9.2 | 13.5 | 14.0 (XLA) | yes |" in text
     assert "| infer | 18.2 vs 36.4 (0.50×) | 34.9 | 52.5 | 50.0 (XLA) | no |" in text
+
+
+def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "benchmark.py")
+    output, report_path = tmp_path / "bench.json", tmp_path / "bench.md"
+    for flag, named in (("--nb_features=0", "--nb_features=0"), ("--repeats=3", "--repeats=3")):
+        result = subprocess.run(
+            [sys.executable, script, flag, f"--output={output}", f"--report={report_path}", "--noapproximation"],
+            capture_output=True, text=True,
+        )
+        assert result.returncode != 0
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith("error: flag " + named) and "allowed" in error
+    assert not output.exists() and not report_path.exists()
