@@ -52,6 +52,78 @@ def forward_flops(model_name, image_size, dim, depth, heads, nb_features=None, p
     return depth * (projections + feed_forward + attention) + embedding
 
 
+# Models whose every GEMM `step_gemms` lists (the content-only FAVOR+ models).
+FLOOR_MODELS = ("Performer", "NoposPerformer")
+
+
+def step_gemms(mode, image_size, batch_size, dim, depth, heads, nb_features):
+    """The matrix products one step of `Performer` / `NoposPerformer` runs.
+
+    Returns `{(batch, rows, inner, cols): count}`, one product
+    `[batch, rows, inner] × [batch, inner, cols]` per count. Forward: per block
+    q, k, v, output and the two feed-forward Dense layers (rows = batch ·
+    tokens), FAVOR+'s two projections (`[b·h·n, d] × [d, m]`), φ(K)ᵀV and
+    φ(Q)·context per head. Training adds, per Dense, the input and weight
+    gradients, and FAVOR+'s six backward products (the projection W is not
+    trained). Element-wise work, the embedding and the classifier are left
+    out: this is the part of a step no fusion removes.
+    """
+    tokens = image_size * image_size + 1
+    rows, head_rows, head_dim, hidden = batch_size * tokens, batch_size * heads * tokens, dim // heads, 4 * dim
+    m, pairs = nb_features, batch_size * heads
+    gemms = {}
+
+    def add(shape, count=1):
+        gemms[shape] = gemms.get(shape, 0) + count * depth
+
+    for inner, cols, count in ((dim, dim, 4), (dim, hidden, 1), (hidden, dim, 1)):
+        add((1, rows, inner, cols), count)
+        if mode == "train":
+            add((1, rows, cols, inner), count)  # input gradient
+            add((1, inner, rows, cols), count)  # weight gradient
+    add((1, head_rows, head_dim, m), 2)  # W q', W k'
+    add((pairs, m, tokens, head_dim))  # φ(K)ᵀ V
+    add((pairs, tokens, m, head_dim))  # φ(Q) · context
+    if mode == "train":
+        add((1, head_rows, m, head_dim), 2)  # ∂q, ∂k through the projection
+        add((pairs, tokens, head_dim, m), 2)  # ∂φ(Q), ∂φ(K)
+        add((pairs, m, tokens, head_dim))  # ∂context
+        add((pairs, tokens, m, head_dim))  # ∂V
+    return gemms
+
+
+def gemm_seconds(shape, dtype="float32", jit_compile=False, repeats=5):
+    """Seconds of one product `[b, r, i] × [b, i, c]` on fresh random operands.
+
+    The fastest of `repeats` calls: a floor, so noise from the rest of the
+    machine (which only ever slows a call down) is left out.
+    """
+    batch, rows, inner, cols = shape
+    lead = (batch,) if batch > 1 else ()
+    a = tf.cast(tf.random.normal(lead + (rows, inner)), dtype)
+    b = tf.cast(tf.random.normal(lead + (inner, cols)), dtype)
+    # CPU calls return when their result is computed; the full product is kept.
+    matmul = tf.function(tf.linalg.matmul, jit_compile=jit_compile)
+    matmul(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gemm_floor(gemms, repeats=5):
+    """Seconds a step's products alone take here: fp32 (the faster of XLA and plain TF) and bf16 (plain TF, oneDNN).
+
+    A step of the full model cannot be faster than its fp32 floor with these
+    kernels; the bf16 floor is what mixed precision could at most reach.
+    """
+    fp32 = sum(count * min(gemm_seconds(shape, "float32", jit, repeats) for jit in (False, True)) for shape, count in gemms.items())
+    bf16 = sum(count * gemm_seconds(shape, "bfloat16", False, repeats) for shape, count in gemms.items())
+    return dict(fp32=fp32, bf16=bf16, gflop=sum(2 * b * r * i * c * n for (b, r, i, c), n in gemms.items()) / 1e9)
+
+
 def matmul_peak_gflops(size=4096, repeats=5):
     """fp32 matmul throughput measured through TensorFlow in this process."""
     a = tf.random.normal((size, size))
@@ -164,16 +236,22 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
             out.numpy()
             times.append((time.perf_counter() - start) / window_steps)
         step = statistics.median(times)
+    # Read before the peak and floor measurements allocate their operands.
+    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     dim, depth, heads = hparams.get("dim", 128), hparams.get("depth", 4), hparams.get("heads", 4)
     flops = forward_flops(model_name, image_size, dim, depth, heads, hparams.get("nb_features"))
     flops_per_step = flops * batch_size * (3 if mode == "train" else 1)
     peak = matmul_peak_gflops()
+    if model_name in FLOOR_MODELS:
+        m = resolved_nb_features(model_name, dim, heads, hparams.get("nb_features"))
+        floor = gemm_floor(step_gemms(mode, image_size, batch_size, dim, depth, heads, m), repeats)
+        extra.update(gemm_floor_ms=1e3 * floor["fp32"], gemm_floor_bf16_ms=1e3 * floor["bf16"], gemm_gflop=floor["gflop"])
     achieved = flops_per_step / step / 1e9
     return dict(
         model=model_name, mode=mode, image_size=image_size, tokens=image_size**2 + 1, batch_size=batch_size, jit_compile=jit_compile,
         nb_features=None if model_name == "exact" else resolved_nb_features(model_name, dim, heads, hparams.get("nb_features")),
         ms_per_step=1e3 * step, images_per_s=batch_size / step, gflops_per_s=achieved, matmul_peak_gflops=peak,
-        fraction_of_peak=achieved / peak, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        fraction_of_peak=achieved / peak, peak_rss_gb=peak_rss_gb,
         step_times_ms=[1e3 * t for t in times], **extra,
     )
 

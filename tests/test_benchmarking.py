@@ -20,6 +20,34 @@ def test_reference_forward_flops_match_the_issue():
     assert benchmarking.forward_flops("exact", 32, 128, 4, 4) > flops
 
 
+def _gflop(gemms, keep=lambda shape: True):
+    return sum(2 * b * r * i * c * n for (b, r, i, c), n in gemms.items() if keep((b, r, i, c))) / 1e9
+
+
+def test_step_gemms_are_the_analytic_flops():
+    # Forward products = the analytic forward FLOPs less the embedding (a
+    # rank-1 product), for the whole batch.
+    batch, dim = 2, 128
+    forward = benchmarking.step_gemms("infer", 32, batch, dim, 4, 4, 110)
+    analytic = batch * (benchmarking.forward_flops("Performer", 32, dim, 4, 4, nb_features=110) - 2 * 1025 * dim) / 1e9
+    assert np.isclose(_gflop(forward), analytic)
+    # Training: each Dense product gains its input and weight gradients (3×);
+    # FAVOR+'s four forward products gain six backward ones (2.5×), W being fixed.
+    train = benchmarking.step_gemms("train", 32, batch, dim, 4, 4, 110)
+    favor = lambda shape: shape[0] > 1 or 110 in shape[2:]
+    assert np.isclose(_gflop(train, lambda s: not favor(s)), 3 * _gflop(forward, lambda s: not favor(s)))
+    assert np.isclose(_gflop(train, favor), 2.5 * _gflop(forward, favor))
+    # Per block: q, k, v and output (4 products at dim × dim), depth 4.
+    assert forward[(1, batch * 1025, dim, dim)] == 4 * 4
+
+
+def test_gemm_floor_times_every_product_in_both_precisions():
+    gemms = {(1, 64, 8, 16): 2, (3, 16, 8, 4): 1}
+    floor = benchmarking.gemm_floor(gemms, repeats=5)
+    assert floor["fp32"] > 0 and floor["bf16"] > 0
+    assert np.isclose(floor["gflop"], (2 * 2 * 64 * 8 * 16 + 2 * 3 * 16 * 8 * 4) / 1e9)
+
+
 def test_window_skips_the_step_that_carries_call_setup():
     # A call's first step (8 s: its setup) only opens the window of 3 steps.
     stamps = np.cumsum([8.0, 1.0, 2.0, 3.0])
@@ -58,6 +86,21 @@ def test_targets_use_the_best_setting_and_say_met_or_not(tmp_path):
     assert "in < 4 GB peak RSS | 3.50 GB (XLA+remat) | yes |" in text
     assert "(worst of 4,097→16,385) | 4.00× | yes |" in text
     assert "+8.0 % (ClippedRelativePerformer, XLA) | no |" in text
+
+
+def test_gemm_floor_bounds_the_performer_targets(tmp_path):
+    # 16 images in 800 ms; the step's products alone take 640 ms (fp32) and
+    # 400 ms (bf16): at most 25 and 40 img/s.
+    train = dict(row("Performer", "train", 1025, 20.0), gemm_floor_ms=640.0, gemm_floor_bf16_ms=400.0, gemm_gflop=96.0)
+    path = tmp_path / "bench.md"
+    report.render(dict(throughput=[train, row("Performer", "infer", 1025, 50.0)]), str(path))
+    text = path.read_text()
+    assert "| Performer training ≥ 27 img/s (stretch ≥ 38) | 20.0 img/s (XLA); its GEMMs alone allow ≤ 25.0 img/s in fp32 | no |" in text
+    assert "| Performer inference ≥ 105 img/s | 50.0 img/s (XLA) | no |" in text
+    assert "| Performer | train | 16 | XLA | 800 | 96.0 | 640 (25.0) | 400 (40.0) | 160 |" in text
+    # Rows without a measured floor render no floor section.
+    report.render(dict(throughput=[row("Performer", "train", 1025, 20.0)]), str(path))
+    assert "GEMM floor" not in path.read_text()
 
 
 def test_targets_scaled_by_keras_multi_head_attention_measured_here(tmp_path):
