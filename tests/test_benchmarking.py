@@ -46,6 +46,8 @@ def test_gemm_floor_times_every_product_in_both_precisions():
     floor = benchmarking.gemm_floor(gemms, repeats=5)
     assert floor["fp32"] > 0 and floor["bf16"] > 0
     assert np.isclose(floor["gflop"], (2 * 2 * 64 * 8 * 16 + 2 * 3 * 16 * 8 * 4) / 1e9)
+    # The matmul peak is the same timing of one square product.
+    assert benchmarking.matmul_peak_gflops(size=64) > 0
 
 
 def test_window_skips_the_step_that_carries_call_setup():
