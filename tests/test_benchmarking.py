@@ -138,3 +138,16 @@ def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
         error = result.stderr.strip().splitlines()[-1]
         assert error.startswith("error: flag " + named) and "allowed" in error
     assert not output.exists() and not report_path.exists()
+
+
+def test_a_tiny_configuration_measures_its_row_and_gemm_floor():
+    hparams = dict(dim=8, depth=1, heads=2, nb_features=4)
+    row = benchmarking.time_config("Performer", "train", 4, 2, False, repeats=5, window_steps=1, **hparams)
+    assert row["tokens"] == 17 and row["nb_features"] == 4 and row["images_per_s"] > 0
+    assert -1 < row["fit_overhead"] < 10
+    gemms = benchmarking.step_gemms("train", 4, 2, 8, 1, 2, 4)
+    assert np.isclose(row["gemm_gflop"], _gflop(gemms))
+    assert 0 < row["gemm_floor_ms"] and 0 < row["gemm_floor_bf16_ms"]
+    # Only the models whose products step_gemms lists get a floor.
+    clipped = benchmarking.time_config("ClippedRelativePerformer", "infer", 4, 2, False, repeats=5, window_steps=1, **hparams)
+    assert "gemm_floor_ms" not in clipped and clipped["images_per_s"] > 0
