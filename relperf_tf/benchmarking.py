@@ -21,35 +21,58 @@ from relperf_tf.models import SoftmaxAttentionClassifier
 BENCH_MODELS = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer", "exact")
 
 
-def resolved_nb_features(model_name, dim, heads, nb_features=None, pos_scales=4):
+def row_label(model_name, position_kernel="favor"):
+    """The model column of a result row: RelativePerformer's exact paths are named apart."""
+    if model_name == "RelativePerformer" and position_kernel != "favor":
+        return f"{model_name} ({position_kernel})"
+    return model_name
+
+
+def resolved_nb_features(model_name, dim, heads, nb_features=None, pos_scales=4, position_kernel="favor"):
     """The m a model uses: `nb_features`, or its default int(d·ln d) of the query width d.
 
     RelativePerformer's queries are wider than the content heads (dim/heads +
-    2·2·pos_scales), so its default m is larger than the other models'.
+    2·2·pos_scales), so its default m is larger than the other models'; with
+    an exact positional factor FAVOR+ sees the content heads only.
     """
-    qk_dim = dim // heads + (4 * pos_scales if model_name == "RelativePerformer" else 0)
+    positional = model_name == "RelativePerformer" and position_kernel == "favor"
+    qk_dim = dim // heads + (4 * pos_scales if positional else 0)
     return int(nb_features or default_nb_features(qk_dim))
 
 
-def forward_flops(model_name, image_size, dim, depth, heads, nb_features=None, pos_scales=4, clipping_dist=8, channels=1):
-    """Analytic multiply-add FLOPs (×2) of one image's forward pass."""
+def forward_flops(model_name, image_size, dim, depth, heads, nb_features=None, pos_scales=4, clipping_dist=8, channels=1, position_kernel="favor"):
+    """Analytic multiply-add FLOPs (×2) of one image's forward pass.
+
+    The last block computes the class token's output only (its query against
+    every key, its feed-forward): the classifier reads nothing else.
+    """
     tokens = image_size * image_size + 1
     head_dim = dim // heads
-    m = resolved_nb_features(model_name, dim, heads, nb_features, pos_scales)
-    projections = 2 * tokens * dim * dim * (3.5 if model_name == "ClippedRelativePerformer" else 4)
-    feed_forward = 2 * 2 * tokens * dim * 4 * dim
-    if model_name == "exact":
-        attention = 2 * 2 * tokens * tokens * dim
-    else:
+    m = resolved_nb_features(model_name, dim, heads, nb_features, pos_scales, position_kernel)
+    key_width = 0.5 if model_name == "ClippedRelativePerformer" else 1.0
+
+    def block(queries):
+        projections = 2 * dim * dim * (2 * queries + (1 + key_width) * tokens)  # q, output; k, v
+        feed_forward = 2 * 2 * queries * dim * 4 * dim
+        if model_name == "exact":
+            return projections + feed_forward + 2 * 2 * queries * tokens * dim
         favor_heads = heads // 2 if model_name == "ClippedRelativePerformer" else heads
         # Per image, q and k are projected at the content width: RelativePerformer's
         # positional blocks are shared by the batch and projected once per step.
-        attention = favor_heads * (2 * 2 * tokens * m * head_dim + 2 * 2 * tokens * m * head_dim)
+        # Features of q and k, then φ(K)ᵀV and φ(Q)·context.
+        attention = favor_heads * 2 * m * head_dim * 2 * (queries + tokens)
+        if model_name == "RelativePerformer" and position_kernel != "favor" and queries > 1:
+            # Exact factor: T = φ(K) ⊗ [V, 1] mixed along columns (W) and rows
+            # (H), then contracted with φ(Q); instead of φ(K)ᵀV and φ(Q)·context.
+            attention = heads * 2 * 2 * tokens * m * head_dim
+            attention += heads * 2 * tokens * m * (head_dim + 1) * (2 * image_size + 2)
         if model_name == "ClippedRelativePerformer":
             window = 2 * clipping_dist**2 - 2 * clipping_dist + 1
-            attention += (heads // 2) * 2 * tokens * (window + clipping_dist + 1) * head_dim
+            attention += (heads // 2) * 2 * queries * (window + clipping_dist + 1) * head_dim
+        return projections + feed_forward + attention
+
     embedding = 2 * tokens * channels * dim
-    return depth * (projections + feed_forward + attention) + embedding
+    return (depth - 1) * block(tokens) + block(1) + embedding
 
 
 # Models whose every GEMM `step_gemms` lists (the content-only FAVOR+ models).
@@ -62,33 +85,47 @@ def step_gemms(mode, image_size, batch_size, dim, depth, heads, nb_features):
     Returns `{(batch, rows, inner, cols): count}`, one product
     `[batch, rows, inner] × [batch, inner, cols]` per count. Forward: per block
     q, k, v, output and the two feed-forward Dense layers (rows = batch ·
-    tokens), FAVOR+'s two projections (`[b·h·n, d] × [d, m]`), φ(K)ᵀV and
+    tokens; q, output and the feed-forward of the last block: the class token
+    only), FAVOR+'s two projections (`[b·h·n, d] × [d, m]`), φ(K)ᵀV and
     φ(Q)·context per head. Training adds, per Dense, the input and weight
     gradients, and FAVOR+'s six backward products (the projection W is not
     trained). Element-wise work, the embedding and the classifier are left
     out: this is the part of a step no fusion removes.
     """
     tokens = image_size * image_size + 1
-    rows, head_rows, head_dim, hidden = batch_size * tokens, batch_size * heads * tokens, dim // heads, 4 * dim
-    m, pairs = nb_features, batch_size * heads
+    head_dim, hidden, m, pairs = dim // heads, 4 * dim, nb_features, batch_size * heads
     gemms = {}
 
     def add(shape, count=1):
-        gemms[shape] = gemms.get(shape, 0) + count * depth
+        gemms[shape] = gemms.get(shape, 0) + count
 
-    for inner, cols, count in ((dim, dim, 4), (dim, hidden, 1), (hidden, dim, 1)):
+    def dense(rows, inner, cols, count=1):
         add((1, rows, inner, cols), count)
         if mode == "train":
             add((1, rows, cols, inner), count)  # input gradient
             add((1, inner, rows, cols), count)  # weight gradient
-    add((1, head_rows, head_dim, m), 2)  # W q', W k'
-    add((pairs, m, tokens, head_dim))  # φ(K)ᵀ V
-    add((pairs, tokens, m, head_dim))  # φ(Q) · context
-    if mode == "train":
-        add((1, head_rows, m, head_dim), 2)  # ∂q, ∂k through the projection
-        add((pairs, tokens, head_dim, m), 2)  # ∂φ(Q), ∂φ(K)
-        add((pairs, m, tokens, head_dim))  # ∂context
-        add((pairs, tokens, m, head_dim))  # ∂V
+
+    def block(queries):
+        rows, query_rows = batch_size * tokens, batch_size * queries
+        dense(query_rows, dim, dim, 2)  # q, output
+        dense(rows, dim, dim, 2)  # k, v
+        dense(query_rows, dim, hidden)
+        dense(query_rows, hidden, dim)
+        add((1, batch_size * heads * queries, head_dim, m))  # W q'
+        add((1, batch_size * heads * tokens, head_dim, m))  # W k'
+        add((pairs, m, tokens, head_dim))  # φ(K)ᵀ V
+        add((pairs, queries, m, head_dim))  # φ(Q) · context
+        if mode == "train":
+            add((1, batch_size * heads * queries, m, head_dim))  # ∂q through the projection
+            add((1, batch_size * heads * tokens, m, head_dim))  # ∂k
+            add((pairs, queries, head_dim, m))  # ∂φ(Q)
+            add((pairs, tokens, head_dim, m))  # ∂φ(K)
+            add((pairs, m, queries, head_dim))  # ∂context
+            add((pairs, tokens, m, head_dim))  # ∂V
+
+    for _ in range(depth - 1):
+        block(tokens)
+    block(1)
     return gemms
 
 
@@ -230,7 +267,8 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
     # Read before the peak and floor measurements allocate their operands.
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     dim, depth, heads = hparams.get("dim", 128), hparams.get("depth", 4), hparams.get("heads", 4)
-    flops = forward_flops(model_name, image_size, dim, depth, heads, hparams.get("nb_features"))
+    position_kernel = hparams.get("position_kernel", "favor")
+    flops = forward_flops(model_name, image_size, dim, depth, heads, hparams.get("nb_features"), position_kernel=position_kernel)
     flops_per_step = flops * batch_size * (3 if mode == "train" else 1)
     peak = matmul_peak_gflops()
     if model_name in FLOOR_MODELS:
@@ -240,7 +278,7 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
     achieved = flops_per_step / step / 1e9
     return dict(
         model=model_name, mode=mode, image_size=image_size, tokens=image_size**2 + 1, batch_size=batch_size, jit_compile=jit_compile,
-        nb_features=None if model_name == "exact" else resolved_nb_features(model_name, dim, heads, hparams.get("nb_features")),
+        nb_features=None if model_name == "exact" else resolved_nb_features(model_name, dim, heads, hparams.get("nb_features"), position_kernel=position_kernel),
         ms_per_step=1e3 * step, images_per_s=batch_size / step, gflops_per_s=achieved, matmul_peak_gflops=peak,
         fraction_of_peak=achieved / peak, peak_rss_gb=peak_rss_gb,
         step_times_ms=[1e3 * t for t in times], **extra,

@@ -9,7 +9,7 @@ from absl import app, flags, logging
 from relperf_tf import data as data_lib
 from relperf_tf.layers.favor_kernel import KERNELS
 from relperf_tf.layers.pixel_embedding import EMBEDDING_TYPES
-from relperf_tf.models import MODEL_NAMES
+from relperf_tf.models import MODEL_NAMES, POSITION_KERNELS
 from relperf_tf.schedules import SCHEDULES
 from relperf_tf.training import PRESETS, STRATEGIES, TrainConfig
 
@@ -51,6 +51,9 @@ def define_run_flags():
     flags.DEFINE_string("kernel", None, f"FAVOR+ kernel {_allowed(KERNELS[:2])} (default softmax).")
     flags.DEFINE_integer("pos_scales", None, "RelativePerformer: sinusoid scales per coordinate (default 4).")
     flags.DEFINE_boolean("content_rel_attn", None, "RelativePerformer: content-conditioned rotation.")
+    flags.DEFINE_string("position_kernel", None, f"RelativePerformer: positional logits {_allowed(POSITION_KERNELS)}: estimated by FAVOR+ with the content (the paper), or an exact factor over grid offsets (equivariant for any random draw) or cyclic offsets (invariant to cyclic shifts) (default favor).")
+    flags.DEFINE_float("locality", None, "RelativePerformer: start head h attending around neighbour offset h with this amplitude of α, β (0: N(0, 1) as in the paper; default 0).")
+    flags.DEFINE_integer("margin", None, "Pixels of background (zeros after preprocessing) added around each image inside the model (default 0).")
     flags.DEFINE_integer("clipping_dist", None, "ClippedRelativePerformer: clipping distance D (default 8).")
     flags.DEFINE_boolean("remat", None, "Recompute feature maps and feed-forward activations in the backward pass: less memory for long sequences, about a third more compute.")
 

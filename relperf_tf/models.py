@@ -22,12 +22,15 @@ from relperf_tf.layers import (
     ClassToken,
     ClippedRelativeAttention,
     FavorAttention,
+    GridRelativeAttention,
     LearnableSinusoidEncoding,
     PixelEmbedding,
     RelativeFavorAttention,
     SoftmaxSelfAttention,
     TransformerBlock,
 )
+from relperf_tf.layers.grid_attention import relative_offsets
+from relperf_tf.layers.locality_prior import initial_frequencies, local_rotations
 
 MODEL_NAMES = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer")
 POSITION_ENCODINGS = {
@@ -36,6 +39,9 @@ POSITION_ENCODINGS = {
     "RelativePerformer": "relative",
     "ClippedRelativePerformer": "clipped",
 }
+# How RelativePerformer's positional logits enter: estimated with the content by
+# FAVOR+ (the paper), or as an exact factor with grid offsets or cyclic ones.
+POSITION_KERNELS = ("favor", "exact", "circular")
 # Reference defaults (DESIGN §5).
 DEFAULT_HPARAMS = dict(
     dim=128,
@@ -50,6 +56,9 @@ DEFAULT_HPARAMS = dict(
     kernel="softmax",
     pos_scales=4,
     content_rel_attn=False,
+    position_kernel="favor",
+    locality=0.0,
+    margin=0,
     clipping_dist=8,
     seed=0,
     remat=False,
@@ -93,6 +102,9 @@ class PerformerClassifier(keras.Model):
         kernel="softmax",
         pos_scales=4,
         content_rel_attn=False,
+        position_kernel="favor",
+        locality=0.0,
+        margin=0,
         clipping_dist=8,
         seed=0,
         remat=False,
@@ -114,6 +126,13 @@ class PerformerClassifier(keras.Model):
             _check_positive_int("nb_features", nb_features)
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}; choose heads that divide dim.")
+        if position_kernel not in POSITION_KERNELS:
+            raise ValueError(
+                f"position_kernel={position_kernel!r} is not allowed; use one of {POSITION_KERNELS}."
+            )
+        if isinstance(locality, bool) or not float(locality) >= 0.0:
+            raise ValueError(f"locality={locality!r} is not allowed; use a number >= 0 (0: the paper's N(0, 1) init).")
+        _check_positive_int("margin", margin, minimum=0)
         if position_encoding == "absolute" and dim % 4:
             raise ValueError(f"dim={dim} is not allowed for Performer; use a multiple of 4.")
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -128,18 +147,21 @@ class PerformerClassifier(keras.Model):
         self.kernel = kernel
         self.pos_scales = int(pos_scales)
         self.content_rel_attn = bool(content_rel_attn)
+        self.position_kernel = position_kernel
+        self.locality = float(locality)
+        self.margin = int(margin)
         self.clipping_dist = int(clipping_dist)
         self.seed = int(seed)
         self.remat = bool(remat)
 
-        height, width, _ = self.image_shape
+        height, width = self.grid_shape
         self._coordinates = grid_coordinates(height, width)
         self.embedding = PixelEmbedding(dim, embedding_type, name="embedding")
         self.positions = None
         if position_encoding == "absolute":
             self.positions = LearnableSinusoidEncoding(dim // 4, 1000.0 * max(height, width), name="positions")
         elif position_encoding == "relative":
-            self.positions = LearnableSinusoidEncoding(pos_scales, 2.0 * max(height, width), name="positions")
+            self.positions = LearnableSinusoidEncoding(self.pos_scales, 2.0 * max(height, width), name="positions")
         self.class_token = ClassToken("last" if position_encoding == "clipped" else "first", name="class_token")
         self.blocks = [
             TransformerBlock(self._attention(index), attn_dropout, ff_dropout, remat=self.remat, name=f"block_{index}")
@@ -159,24 +181,27 @@ class PerformerClassifier(keras.Model):
             name="attention",
         )
         if self.position_encoding == "relative":
-            return RelativeFavorAttention(self.heads, content_rel_attn=self.content_rel_attn, **favor)
+            layer = GridRelativeAttention if self.position_kernel != "favor" else RelativeFavorAttention
+            return layer(self.heads, content_rel_attn=self.content_rel_attn, **self._rotation_initializers(), **favor)
         if self.position_encoding == "clipped":
             return ClippedRelativeAttention(
-                self.heads, grid_shape=self.image_shape[:2], clipping_dist=self.clipping_dist, **favor
+                self.heads, grid_shape=self.grid_shape, clipping_dist=self.clipping_dist, **favor
             )
         return FavorAttention(self.heads, **favor)
 
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"images of rank {len(input_shape)} are not allowed; use [batch, H, W, C].")
-        height, width, _ = self.image_shape
+        height, width = self.grid_shape
         tokens = height * width + 1
         self.embedding.build(input_shape)
         self.class_token.build((None, tokens - 1, self.dim))
         positions_shape = None
         if self.positions is not None:
             self.positions.build(self._coordinates.shape)
-            if self.position_encoding == "relative":
+            if self._grid_positions():
+                positions_shape = [(height, height, 2 * self.pos_scales), (width, width, 2 * self.pos_scales)]
+            elif self.position_encoding == "relative":
                 positions_shape = (tokens, 4 * self.pos_scales)
         for block in self.blocks:
             block.build((None, tokens, self.dim), positions_shape)
@@ -190,17 +215,46 @@ class PerformerClassifier(keras.Model):
                 f"images of shape {tuple(images.shape[1:])} are not allowed; "
                 f"this model takes {self.image_shape}."
             )
-        tokens = self.embedding(images)  # [b, H·W, dim]
+        if self.margin:
+            # Background (zero after preprocessing) around the image: the frame moves away.
+            pad = (0, 0), (self.margin, self.margin), (self.margin, self.margin), (0, 0)
+            images = ops.pad(images, pad)
+        tokens = self.embedding(images)  # [b, H·W, dim] of the grid
         positions = None
         if self.position_encoding == "absolute":
             tokens = tokens + ops.cast(self.positions(self._coordinates), tokens.dtype)[None]
+        elif self._grid_positions():
+            circular = self.position_kernel == "circular"
+            positions = [self.positions(relative_offsets(n, circular)[..., None]) for n in self.grid_shape]
         elif self.position_encoding == "relative":
             encodings = self.positions(self._coordinates)  # [H·W, 4S]
             positions = ops.pad(encodings, ((1, 0), (0, 0)))  # class token first: zeros
         x = self.class_token(tokens)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x, positions, training=training)
-        return self.head(x[:, self.class_token.index()])
+        # The head reads the class token only: the last block computes nothing else.
+        x = self.blocks[-1](x, positions, training=training, query_index=self.class_token.index())
+        return self.head(x[:, 0])
+
+    @property
+    def grid_shape(self):
+        """(rows, columns) of the token grid: the image and its margin."""
+        return tuple(size + 2 * self.margin for size in self.image_shape[:2])
+
+    def _rotation_initializers(self):
+        """α, β initializers of the relative attention: N(0, 1), or the locality prior."""
+        if not self.locality:
+            return {}
+        frequencies = initial_frequencies(self.pos_scales, self.positions.max_timescale)
+        alpha, beta = local_rotations(self.heads, frequencies, self.locality)
+        return dict(
+            alpha_initializer=keras.initializers.Constant(alpha),
+            beta_initializer=keras.initializers.Constant(beta),
+        )
+
+    def _grid_positions(self):
+        """Whether attention takes the encodings of row and column offsets (exact factor)."""
+        return self.position_encoding == "relative" and self.position_kernel != "favor"
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
@@ -223,6 +277,9 @@ class PerformerClassifier(keras.Model):
             kernel=self.kernel,
             pos_scales=self.pos_scales,
             content_rel_attn=self.content_rel_attn,
+            position_kernel=self.position_kernel,
+            locality=self.locality,
+            margin=self.margin,
             clipping_dist=self.clipping_dist,
             seed=self.seed,
             remat=self.remat,

@@ -43,14 +43,21 @@ def select_images(dataset, labels, max_shift, data_dir=None):
     return images[keep][qualify], targets[keep][qualify]
 
 
-def shift_curve(model, images, labels, dataset, embedding_type, max_shift, batch_size=256):
+def shifts(max_shift, step=1):
+    """−max_shift … max_shift every `step` pixels from 0, always including ±max_shift."""
+    if step < 1:
+        raise ValueError(f"--shift_step={step} is not allowed; use an integer >= 1.")
+    return sorted({*range(0, max_shift + 1, step), *range(0, -max_shift - 1, -step), max_shift, -max_shift})
+
+
+def shift_curve(model, images, labels, dataset, embedding_type, max_shift, batch_size=256, step=1):
     """Rows {shift, accuracy_mean/std, loss_mean/std} for one model."""
     import keras
 
     inputs = np.array(data_lib.preprocess(images, dataset, embedding_type))
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
     rows = []
-    for shift in range(-max_shift, max_shift + 1):
+    for shift in shifts(max_shift, step):
         logits = model.predict(shift_images(inputs, shift), batch_size=batch_size, verbose=0)
         correct = (np.argmax(logits, axis=1) == labels).astype("float64")
         losses = np.array(loss_fn(labels, logits), dtype="float64")
@@ -58,8 +65,9 @@ def shift_curve(model, images, labels, dataset, embedding_type, max_shift, batch
     return rows
 
 
-def run_shift_experiment(paths, labels, max_shift, data_dir=None):
+def run_shift_experiment(paths, labels, max_shift, data_dir=None, step=1):
     """Shift curves of every run under `paths`: a list of CSV rows."""
+    shifts(max_shift, step)  # checks step before any model is loaded
     run_dirs = runs.find_runs(paths)
     hparams = {run_dir: runs.load_hparams(run_dir) for run_dir in run_dirs}
     for run_dir, h in hparams.items():
@@ -72,7 +80,7 @@ def run_shift_experiment(paths, labels, max_shift, data_dir=None):
         if h["dataset"] not in selected:
             selected[h["dataset"]] = select_images(h["dataset"], labels, max_shift, data_dir or h.get("data_dir"))
         images, targets = selected[h["dataset"]]
-        curve = shift_curve(runs.load_best_model(run_dir), images, targets, h["dataset"], h["embedding_type"], max_shift)
+        curve = shift_curve(runs.load_best_model(run_dir), images, targets, h["dataset"], h["embedding_type"], max_shift, step=step)
         for row in curve:
             rows.append(dict(run_dir=run_dir, model=h["model"], dataset=h["dataset"], labels=" ".join(map(str, labels)), **row))
     return rows

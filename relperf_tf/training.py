@@ -20,7 +20,7 @@ from relperf_tf import data as data_lib
 from relperf_tf.callbacks import BestCheckpoint, MetricsCSVLogger, StopOnNonFinite
 from relperf_tf.layers.pixel_embedding import EMBEDDING_TYPES
 from relperf_tf.layers.favor_kernel import KERNELS
-from relperf_tf.models import DEFAULT_HPARAMS, MODEL_NAMES, build_model
+from relperf_tf.models import DEFAULT_HPARAMS, MODEL_NAMES, POSITION_KERNELS, build_model
 from relperf_tf.schedules import SCHEDULES, WarmupSchedule
 
 STRATEGIES = ("auto", "mirrored", "default")
@@ -80,6 +80,9 @@ class TrainConfig:
     kernel: str = DEFAULT_HPARAMS["kernel"]
     pos_scales: int = DEFAULT_HPARAMS["pos_scales"]
     content_rel_attn: bool = DEFAULT_HPARAMS["content_rel_attn"]
+    position_kernel: str = DEFAULT_HPARAMS["position_kernel"]
+    locality: float = DEFAULT_HPARAMS["locality"]
+    margin: int = DEFAULT_HPARAMS["margin"]
     clipping_dist: int = DEFAULT_HPARAMS["clipping_dist"]
     remat: bool = DEFAULT_HPARAMS["remat"]
     verbose: int = 1
@@ -125,10 +128,15 @@ def validate_config(config):
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("strategy", config.strategy, STRATEGIES)
     _choice("kernel", config.kernel, KERNELS[:2])
+    _choice("position_kernel", config.position_kernel, POSITION_KERNELS)
+    if config.content_rel_attn and config.position_kernel != "favor":
+        raise ValueError(f"flag --content_rel_attn is not allowed with --position_kernel={config.position_kernel}; use --position_kernel=favor or --nocontent_rel_attn.")
     for name in ("batch_size", "epochs", "dim", "depth", "heads", "pos_scales", "clipping_dist", "cpu_replicas"):
         _at_least(name, getattr(config, name), 1)
-    for name in ("warmup", "patience"):
+    for name in ("warmup", "patience", "margin"):
         _at_least(name, getattr(config, name), 0)
+    if not (isinstance(config.locality, (int, float)) and config.locality >= 0 and math.isfinite(config.locality)):
+        raise ValueError(f"flag --locality={config.locality!r} is not allowed; use a number >= 0 (0: the paper's N(0, 1) init).")
     if config.schedule == "noam":
         _at_least("warmup", config.warmup, 1)
     for name in ("steps_per_epoch", "nb_features"):

@@ -16,6 +16,7 @@ sys.path.insert(0, REPO)
 from absl import flags  # noqa: E402
 
 from relperf_tf import benchmarking, cli  # noqa: E402
+from relperf_tf.models import POSITION_KERNELS  # noqa: E402
 
 flags.DEFINE_list("models", list(benchmarking.BENCH_MODELS), f"Any of {','.join(benchmarking.BENCH_MODELS)}.")
 flags.DEFINE_list("image_sizes", ["32"], "Image sizes to sweep (tokens = size² + 1), e.g. 16,32,64,128.")
@@ -27,6 +28,7 @@ flags.DEFINE_integer("heads", None, "Heads.")
 flags.DEFINE_integer("nb_features", None, "Random features m of every FAVOR+ model (default: each model's int(d·ln d) of its query width d; the issue's reference config uses 110).")
 flags.DEFINE_integer("batch_size", None, "Batch size (default: 16 train, 128 infer; 4 at >= 128 px).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the steps.")
+flags.DEFINE_string("position_kernel", "favor", "RelativePerformer's positional logits {favor,exact,circular} (rows are labelled with it).")
 flags.DEFINE_boolean("remat", False, "Recompute activations in the backward pass (the models' remat option).")
 flags.DEFINE_integer("window_steps", 3, "Steps per timed window.")
 flags.DEFINE_integer("repeats", 5, "Timed windows (median reported).")
@@ -50,7 +52,7 @@ def run_child(spec):
 
 def _row_key(r):
     """What makes two result rows the same configuration (a rerun replaces the old row)."""
-    return tuple(r.get(k) for k in ("model", "mode", "image_size", "batch_size", "jit_compile", "dim", "depth", "nb_features")) + (r.get("remat", False),)
+    return tuple(r.get(k) for k in ("model", "mode", "image_size", "batch_size", "jit_compile", "dim", "depth", "heads", "nb_features")) + (r.get("remat", False),)
 
 
 def main(argv):
@@ -71,6 +73,8 @@ def main(argv):
         cli.fail(f"flag --repeats={FLAGS.repeats} is not allowed; use >= 5 (the median of at least 5 windows).")
     if FLAGS.nb_features is not None and FLAGS.nb_features < 1:
         cli.fail(f"flag --nb_features={FLAGS.nb_features} is not allowed; use an integer >= 1 (or leave it out for each model's default).")
+    if FLAGS.position_kernel not in POSITION_KERNELS:
+        cli.fail(f"flag --position_kernel={FLAGS.position_kernel!r} is not allowed; use one of {POSITION_KERNELS}.")
     if FLAGS.preset not in training.PRESETS:
         cli.fail(f"flag --preset={FLAGS.preset!r} is not allowed; use one of {tuple(training.PRESETS)}.")
     try:
@@ -87,6 +91,9 @@ def main(argv):
                 spec = dict(model_name=model, mode=mode, image_size=size, batch_size=batch, jit_compile=FLAGS.jit_compile, repeats=FLAGS.repeats, window_steps=FLAGS.window_steps, remat=FLAGS.remat, **dims)
                 if FLAGS.nb_features and model != "exact":
                     spec["nb_features"] = FLAGS.nb_features
+                position_kernel = FLAGS.position_kernel if model == "RelativePerformer" else "favor"
+                if position_kernel != "favor":
+                    spec["position_kernel"] = position_kernel
                 print(f"{model} {mode} {size}px batch {batch} ...", flush=True)
                 try:
                     row = run_child(spec)
@@ -94,10 +101,11 @@ def main(argv):
                     row = dict(spec, error=f"timed out after {FLAGS.timeout} s")
                 row.update(dims, remat=FLAGS.remat)
                 print("   ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "step_times_ms"}, flush=True)
-                row.setdefault("nb_features", None if model == "exact" else benchmarking.resolved_nb_features(model, dims["dim"], dims["heads"], FLAGS.nb_features))
-                key = _row_key(dict(row, model=model))
+                row.setdefault("nb_features", None if model == "exact" else benchmarking.resolved_nb_features(model, dims["dim"], dims["heads"], FLAGS.nb_features, position_kernel=position_kernel))
+                label = benchmarking.row_label(model, position_kernel)
+                key = _row_key(dict(row, model=label))
                 results["throughput"] = [r for r in results["throughput"] if _row_key(r) != key]
-                results["throughput"].append(dict(row, model=model))
+                results["throughput"].append(dict(row, model=label))
     if FLAGS.approximation:
         rng = np.random.default_rng(0)
         q, k, v = (rng.normal(size=(2, 4, 1025, 32)).astype("float32") for _ in range(3))

@@ -85,6 +85,12 @@ def test_shift_script_writes_csv_and_plot(tmp_path, tiny_run):
     refused = script("shift_robustness.py", [run_dir, "--labels=1", "--max_shift=16", f"--output={tmp_path / 'no.csv'}"])
     assert refused.returncode != 0 and "no fashion_mnist test image" in refused.stderr
     assert not (tmp_path / "no.csv").exists()
+    stepped = script("shift_robustness.py", [run_dir, "--labels=1", "--max_shift=4", "--shift_step=3", f"--output={output}"])
+    assert stepped.returncode == 0, stepped.stderr[-2000:]
+    assert [int(r["shift"]) for r in csv.DictReader(open(output))] == [-4, -3, 0, 3, 4]
+    refused = script("shift_robustness.py", [run_dir, "--shift_step=0", f"--output={tmp_path / 'no.csv'}"])
+    assert refused.returncode == 2 and "--shift_step=0" in refused.stderr
+    assert not (tmp_path / "no.csv").exists()
 
 
 SERVE_WITHOUT_RELPERF = """

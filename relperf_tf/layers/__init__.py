@@ -4,6 +4,7 @@ from relperf_tf.layers.class_token import ClassToken
 from relperf_tf.layers.clipped_relative_attention import ClippedRelativeAttention
 from relperf_tf.layers.favor_attention import FavorAttention
 from relperf_tf.layers.favor_kernel import FavorKernel
+from relperf_tf.layers.grid_relative_attention import GridRelativeAttention
 from relperf_tf.layers.pixel_embedding import PixelEmbedding
 from relperf_tf.layers.relative_attention import RelativeFavorAttention
 from relperf_tf.layers.sinusoid_encoding import LearnableSinusoidEncoding
@@ -15,6 +16,7 @@ __all__ = [
     "ClippedRelativeAttention",
     "FavorAttention",
     "FavorKernel",
+    "GridRelativeAttention",
     "LearnableSinusoidEncoding",
     "PixelEmbedding",
     "RelativeFavorAttention",

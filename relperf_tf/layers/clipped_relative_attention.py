@@ -59,9 +59,10 @@ class ClippedRelativeAttention(FavorAttention):
     Call arguments:
         inputs: `[batch, H·W (+1), dim]`, grid tokens row-major, class token last.
         training: bool.
+        query_index: optional int, only that token's output (see `FavorAttention`).
 
     Returns:
-        `[batch, tokens, dim]`.
+        `[batch, tokens, dim]` (`[batch, 1, dim]` with `query_index`).
 
     Example:
     >>> layer = ClippedRelativeAttention(2, grid_shape=(3, 4), clipping_dist=2)
@@ -105,27 +106,56 @@ class ClippedRelativeAttention(FavorAttention):
         self._neighbours, self._valid, self._ring, self._counts = neighbours, valid, ring, counts
         self._tokens = float(tokens)
 
-    def relative_heads(self, query, value):
-        """Clipped-relative attention. query, value: `[b, h_r, n, d]` → `[b, h_r, n, d]`."""
+    def relative_heads(self, query, value, query_index=None):
+        """Clipped-relative attention. query `[b, h_r, n_q, d]`, value `[b, h_r, n, d]` → `[b, h_r, n_q, d]`.
+
+        n_q = n, or 1 for the token `query_index` alone.
+        """
+        tables = self._neighbours, self._valid, self._counts
+        if query_index is not None:
+            tables = [np.take(table, [query_index], axis=0) for table in tables]
+        neighbours, valid, counts = tables
         scores = ops.einsum("bhnd,hrd->bhnr", query, self.relative_embeddings)
         scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
         scores = scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
         weights = ops.exp(scores)
         far = weights[..., -1]  # [b, h, n]
         near = weights[..., :-1] - far[..., None]  # [b, h, n, D]
-        window_weights = ops.take(near, self._ring, axis=-1) * self._valid  # [b, h, n, K]
-        window_values = ops.take(value, self._neighbours, axis=2)  # [b, h, n, K, d]
+        window_weights = ops.take(near, self._ring, axis=-1) * valid  # [b, h, n, K]
+        window_values = ops.take(value, neighbours, axis=2)  # [b, h, n, K, d]
         numerator = ops.einsum("bhnk,bhnkd->bhnd", window_weights, window_values)
         numerator = numerator + far[..., None] * ops.sum(value, axis=2, keepdims=True)
-        denominator = far * self._tokens + ops.einsum("bhnr,nr->bhn", near, self._counts)
+        denominator = far * self._tokens + ops.einsum("bhnr,nr->bhn", near, counts)
         return numerator / denominator[..., None]
 
-    def call(self, inputs, training=None):
-        query, key, value = self._project(inputs)
+    def call(self, inputs, training=None, query_index=None):
+        query, key, value = self._project(inputs, query_index)
         half = self.num_heads // 2
         content = self._favor(query[:, :half], key, value[:, :half], training=training)
-        relative = self.relative_heads(query[:, half:], value[:, half:])
+        relative = self.relative_heads(query[:, half:], value[:, half:], query_index)
         return self._output(ops.concatenate([content, relative], axis=1))
+
+    def pair_weights(self, inputs, positions=None):
+        """Unnormalised weights `[batch, heads, tokens, tokens]`: content heads, then relative heads.
+
+        Relative head weight exp(q_i·r_d(i,j)/√d), d(i, j) = min(|Δrow| + |Δcol|, D)
+        (D for every pair with the class token). Quadratic: for inspection and tests.
+        """
+        if not self.built:
+            self(inputs)
+        query, key, _ = self._project(inputs)
+        half = self.num_heads // 2
+        content = self._favor.pair_weights(query[:, :half], key)
+        height, width = self.grid_shape
+        rows, cols = np.divmod(np.arange(height * width), width)
+        distance = np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])
+        distance = np.minimum(distance, self.clipping_dist)
+        if self.class_token:
+            distance = np.pad(distance, ((0, 1), (0, 1)), constant_values=self.clipping_dist)
+        scores = ops.einsum("bhnd,hrd->bhnr", query[:, half:], self.relative_embeddings)
+        scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
+        relative = ops.exp(ops.take_along_axis(scores, distance[None, None].astype("int32"), axis=-1))
+        return ops.concatenate([content, relative], axis=1)
 
     def get_config(self):
         config = super().get_config()

@@ -7,10 +7,15 @@ from relperf_tf.layers.favor_kernel import FAVOR_OPTIONS, FavorKernel
 
 
 def split_heads(x, heads):
-    """`[batch, tokens, heads·d]` → `[batch, heads, tokens, d]`."""
-    batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
+    """`[batch, tokens, heads·d]` → `[batch, heads, tokens, d]` (static token count kept)."""
+    batch, tokens = ops.shape(x)[0], x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
     x = ops.reshape(x, (batch, tokens, heads, x.shape[-1] // heads))
     return ops.transpose(x, (0, 2, 1, 3))
+
+
+def select_token(x, index):
+    """Token `index` (e.g. 0 or −1) of `[batch, tokens, ...]`, keeping the axis: `[batch, 1, ...]`."""
+    return x[:, index:] if index == -1 else x[:, index : index + 1]
 
 
 def merge_heads(x):
@@ -36,9 +41,12 @@ class FavorAttention(keras.layers.Layer):
     Call arguments:
         inputs: `[batch, tokens, dim]`.
         training: bool, enables feature redraws.
+        query_index: optional int; compute only that token's output (its
+            query against every key), `[batch, 1, dim]`: what a classifier
+            that reads one token needs from the last block.
 
     Returns:
-        `[batch, tokens, dim]`.
+        `[batch, tokens, dim]` (`[batch, 1, dim]` with `query_index`).
 
     Example:
     >>> FavorAttention(num_heads=2)(keras.random.normal((1, 9, 8))).shape
@@ -109,9 +117,10 @@ class FavorAttention(keras.layers.Layer):
     def build(self, inputs_shape):
         self._build_projections(inputs_shape)
 
-    def _project(self, inputs):
-        """Per-head q `[b, h, n, d]`, k `[b, h_k, n, d]`, v `[b, h, n, d]`."""
-        query = split_heads(self._query_dense(inputs), self.num_heads)
+    def _project(self, inputs, query_index=None):
+        """Per-head q `[b, h, n, d]` (n = 1 with `query_index`), k `[b, h_k, n, d]`, v `[b, h, n, d]`."""
+        queries = inputs if query_index is None else select_token(inputs, query_index)
+        query = split_heads(self._query_dense(queries), self.num_heads)
         key = split_heads(self._key_dense(inputs), self._key_heads())
         value = split_heads(self._value_dense(inputs), self.num_heads)
         return query, key, value
@@ -119,12 +128,28 @@ class FavorAttention(keras.layers.Layer):
     def _output(self, heads_output):
         return self._output_dense(merge_heads(heads_output))
 
-    def call(self, inputs, training=None):
-        query, key, value = self._project(inputs)
+    def _attention_inputs(self, inputs, positions=None, query_index=None):
+        """What the kernel attends with: (query, key, value, position_logits or None)."""
+        query, key, value = self._project(inputs, query_index)
+        return query, key, value, None
+
+    def call(self, inputs, training=None, query_index=None):
+        query, key, value, _ = self._attention_inputs(inputs, query_index=query_index)
         return self._output(self._favor(query, key, value, training=training))
 
-    def compute_output_shape(self, inputs_shape, *args, **kwargs):
-        return tuple(inputs_shape)
+    def pair_weights(self, inputs, positions=None):
+        """Unnormalised weights A_ij `[batch, heads, tokens, tokens]` (see `FavorKernel.pair_weights`).
+
+        Quadratic in tokens: for inspecting and testing attention.
+        """
+        if not self.built:
+            self(inputs) if positions is None else self(inputs, positions)
+        query, key, _, logits = self._attention_inputs(inputs, positions)
+        return self._favor.pair_weights(query, key, logits)
+
+    def compute_output_spec(self, inputs, *args, query_index=None, **kwargs):
+        shape = tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from relperf_tf.layers import feature_maps
+from relperf_tf.layers import feature_maps, grid_attention
 from relperf_tf.layers.random_features import (
     SCALINGS,
     default_nb_features,
@@ -58,6 +58,11 @@ class FavorKernel(keras.layers.Layer):
         key: `[batch, heads, tokens, dim]`, or blocks of the same widths.
         value: `[batch, heads, tokens, dim_v]`.
         training: bool; redraws happen only when True.
+        position_logits: optional `(row_logits [heads, H, H], col_logits
+            [heads, W, W])`: an exact positional factor
+            exp(row_logits[r_i, r_j] + col_logits[c_i, c_j]) multiplies every
+            attention weight (tokens: an H×W grid, row-major, optionally
+            after one class token whose factor is 1); see `grid_attention`.
 
     Returns:
         `[batch, heads, tokens, dim_v]`.
@@ -158,34 +163,76 @@ class FavorKernel(keras.layers.Layer):
             return feature_maps.relu_kernel_features(x, projection)
         return feature_maps.softmax_kernel_features(x, projection, is_query, self.eps, normalize=False)
 
-    def _attend(self, num_query_blocks, num_key_blocks, *tensors):
+    def _attend(self, num_query_blocks, num_key_blocks, num_logits, *tensors):
         """The stateless part of the call: features and linear attention.
 
-        `tensors` = query blocks, key blocks, value[, projection] (flat, so
-        that `keras.remat` can recompute it).
+        `tensors` = query blocks, key blocks, value, positional logits (0 or
+        2)[, projection] (flat, so that `keras.remat` can recompute it).
         """
         query = list(tensors[:num_query_blocks])
         key = list(tensors[num_query_blocks : num_query_blocks + num_key_blocks])
-        value, *projection = tensors[num_query_blocks + num_key_blocks :]
+        value, *rest = tensors[num_query_blocks + num_key_blocks :]
+        logits, projection = rest[:num_logits], rest[num_logits:]
         if self.kernel == "exact":
-            return feature_maps.exact_attention(query, key, value)
+            bias = None
+            if logits:
+                tokens = value.shape[2]
+                bias = grid_attention.grid_logits(*logits, grid_attention.has_class_token(tokens, *logits))
+            return feature_maps.exact_attention(query, key, value, bias)
         projection = projection[0] if projection else None
         query_features = self.feature_map(query, True, projection)
         key_features = self.feature_map(key, False, projection)
+        if logits:
+            return grid_attention.grid_linear_attention(query_features, key_features, value, *logits)
         return feature_maps.linear_attention(query_features, key_features, value)
 
-    def call(self, query, key, value, training=None):
+    def call(self, query, key, value, training=None, position_logits=None):
         query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
-        attend = functools.partial(self._attend, len(query), len(key))
+        logits = list(position_logits or [])
+        if len(logits) not in (0, 2):
+            raise ValueError(f"position_logits has {len(logits)} tables; use (row_logits, col_logits).")
+        attend = functools.partial(self._attend, len(query), len(key), len(logits))
         if self.remat and training and self.kernel != "exact":
             attend = keras.remat(attend)
-        tensors = query + key + [value]
+        tensors = query + key + [value] + logits
         if not self.uses_projection:
             return attend(*tensors)
         # The redraw (a state update) stays outside the recomputed function.
         return attend(*tensors, ops.convert_to_tensor(self._projection_for_step(training)))
 
-    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
+    def pair_weights(self, query, key, position_logits=None):
+        """Unnormalised attention weights A_ij `[batch, heads, tokens_q, tokens_k]`.
+
+        φ(q_i)·φ(k_j) with the stored draw and no stabiliser (so values are
+        comparable across inputs), times the positional factor when given;
+        exp(q·k/√d) for the exact kernel. Quadratic in tokens: for inspecting
+        and testing attention, not for training.
+        """
+        query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
+        if self.kernel == "exact":
+            width = sum(block.shape[-1] for block in query)
+            scores = ops.einsum(
+                "bhnd,bhkd->bhnk",
+                feature_maps.concatenate_blocks(query),
+                feature_maps.concatenate_blocks(key),
+            )
+            weights = ops.exp(scores / width**0.5)
+        else:
+            projection = ops.convert_to_tensor(self.projection) if self.uses_projection else None
+            if self.kernel == "softmax" and not self.no_projection:
+                query_features = feature_maps.softmax_kernel_features(query, projection, True, self.eps, stabilize=False)
+                key_features = feature_maps.softmax_kernel_features(key, projection, False, self.eps, stabilize=False)
+            else:
+                query_features = self.feature_map(query, True, projection)
+                key_features = self.feature_map(key, False, projection)
+            weights = ops.einsum("bhnm,bhkm->bhnk", query_features, key_features)
+        if position_logits:
+            tokens = weights.shape[-1]
+            class_token = grid_attention.has_class_token(tokens, *position_logits)
+            weights = weights * ops.exp(grid_attention.grid_logits(*position_logits, class_token))[None]
+        return weights
+
+    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None, position_logits_shape=None):
         return tuple(_total_shape(query_shape)[:-1]) + (value_shape[-1],)
 
     def get_config(self):

@@ -121,9 +121,14 @@ def linear_attention(query_features, key_features, value):
     return out[..., :dim_v] / out[..., dim_v:]
 
 
-def exact_attention(query, key, value):
-    """Softmax attention softmax(QKᵀ/√d)V, quadratic in tokens (reference only)."""
+def exact_attention(query, key, value, bias=None):
+    """Softmax attention softmax(QKᵀ/√d + bias)V, quadratic in tokens (reference only).
+
+    `bias`: optional `[heads, tokens, tokens]` logits added to every batch element.
+    """
     width = sum(block.shape[-1] for block in as_blocks(query))
     query, key = concatenate_blocks(query), concatenate_blocks(key)
     scores = ops.einsum("bhnd,bhkd->bhnk", query, key) / (width**0.5)
+    if bias is not None:
+        scores = scores + bias[None]
     return ops.einsum("bhnk,bhkd->bhnd", ops.softmax(scores, axis=-1), value)

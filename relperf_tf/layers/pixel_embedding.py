@@ -67,7 +67,9 @@ class PixelEmbedding(keras.layers.Layer):
         else:
             pixels = ops.cast(images, self.compute_dtype)
             tokens = self._out(self._hidden(pixels) if self.embedding_type == "MLP" else pixels)
-        return ops.reshape(tokens, (batch, -1, self.dim))
+        height, width = images.shape[1], images.shape[2]
+        tokens_count = height * width if height is not None and width is not None else -1
+        return ops.reshape(tokens, (batch, tokens_count, self.dim))
 
     def compute_output_shape(self, images_shape):
         tokens = None

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from relperf_tf.layers.locality_prior import initial_frequencies
+
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
 class LearnableSinusoidEncoding(keras.layers.Layer):
@@ -35,8 +37,7 @@ class LearnableSinusoidEncoding(keras.layers.Layer):
         self.max_timescale = float(max_timescale)
 
     def build(self, coordinates_shape):
-        exponents = -2.0 * np.arange(self.num_scales) / (2.0 * self.num_scales)
-        init = (self.max_timescale**exponents).astype("float32")
+        init = initial_frequencies(self.num_scales, self.max_timescale)
         self.frequencies = self.add_weight(
             name="frequencies",
             shape=(self.num_scales,),

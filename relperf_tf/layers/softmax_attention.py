@@ -2,6 +2,8 @@
 
 import keras
 
+from relperf_tf.layers.favor_attention import select_token
+
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
 class SoftmaxSelfAttention(keras.layers.MultiHeadAttention):
@@ -21,6 +23,7 @@ class SoftmaxSelfAttention(keras.layers.MultiHeadAttention):
     Call arguments:
         inputs: `[batch, tokens, dim]`.
         training: bool.
+        query_index: optional int, only that token's output (see `FavorAttention`).
 
     Returns:
         `[batch, tokens, dim]`.
@@ -33,11 +36,13 @@ class SoftmaxSelfAttention(keras.layers.MultiHeadAttention):
     def build(self, inputs_shape):
         super().build(inputs_shape, inputs_shape)
 
-    def call(self, inputs, training=None):
-        return super().call(inputs, inputs, training=training)
+    def call(self, inputs, training=None, query_index=None):
+        query = inputs if query_index is None else select_token(inputs, query_index)
+        return super().call(query, inputs, training=training)
 
     def compute_output_shape(self, inputs_shape):
         return tuple(inputs_shape)
 
-    def compute_output_spec(self, inputs, training=None):
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
+    def compute_output_spec(self, inputs, training=None, query_index=None):
+        shape = tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)

@@ -2,6 +2,8 @@
 
 import keras
 
+from relperf_tf.layers.favor_attention import select_token
+
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
 class TransformerBlock(keras.layers.Layer):
@@ -24,9 +26,13 @@ class TransformerBlock(keras.layers.Layer):
         inputs: `[batch, tokens, dim]`.
         positions: optional positional encodings passed to the attention.
         training: bool.
+        query_index: optional int: compute only that token's output (its
+            attention over all tokens, then its feed-forward), `[batch, 1,
+            dim]`; the last block of a classifier that reads one token needs
+            nothing else.
 
     Returns:
-        `[batch, tokens, dim]`.
+        `[batch, tokens, dim]` (`[batch, 1, dim]` with `query_index`).
     """
 
     def __init__(self, attention, attn_dropout=0.1, ff_dropout=0.1, ff_multiplier=4, remat=False, **kwargs):
@@ -61,13 +67,14 @@ class TransformerBlock(keras.layers.Layer):
         else:
             self.attention.build(inputs_shape, positions_shape)
 
-    def call(self, inputs, positions=None, training=None):
+    def call(self, inputs, positions=None, training=None, query_index=None):
         hidden = self._attention_norm(inputs)
         if positions is None:
-            hidden = self.attention(hidden, training=training)
+            hidden = self.attention(hidden, training=training, query_index=query_index)
         else:
-            hidden = self.attention(hidden, positions, training=training)
-        x = inputs + self._attention_dropout(hidden, training=training)
+            hidden = self.attention(hidden, positions, training=training, query_index=query_index)
+        residual = inputs if query_index is None else select_token(inputs, query_index)
+        x = residual + self._attention_dropout(hidden, training=training)
         return x + self._feed_forward(x, training)
 
     def _ff_expand(self, x):
@@ -84,8 +91,9 @@ class TransformerBlock(keras.layers.Layer):
         hidden = keras.remat(self._ff_expand)(x)
         return self._ff_output(self._ff_dropout(hidden, training=training))
 
-    def compute_output_shape(self, inputs_shape, positions_shape=None):
-        return tuple(inputs_shape)
+    def compute_output_spec(self, inputs, positions=None, training=None, query_index=None):
+        shape = tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
