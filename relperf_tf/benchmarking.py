@@ -21,13 +21,6 @@ from relperf_tf.models import SoftmaxAttentionClassifier
 BENCH_MODELS = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer", "exact")
 
 
-def row_label(model_name, position_kernel="favor"):
-    """The model column of a result row: RelativePerformer's exact paths are named apart."""
-    if model_name == "RelativePerformer" and position_kernel != "favor":
-        return f"{model_name} ({position_kernel})"
-    return model_name
-
-
 def resolved_nb_features(model_name, dim, heads, nb_features=None, pos_scales=4, position_kernel="favor"):
     """The m a model uses: `nb_features`, or its default int(d·ln d) of the query width d.
 

@@ -2,7 +2,9 @@
 
 Layout: `<export_dir>/<version>/` (next free integer), signature
 `serving_default`: `images` uint8 `[None, H, W, C]` at the dataset's native
-size → `probabilities` float32 `[None, classes]`, `classes` int64 `[None]`.
+size → `probabilities` float32 `[None, classes]`, `classes` int64 `[None]`;
+`logits`: `pixels` as the model sees them (`[None, 32, 32, C]`, after the
+resize and normalisation) → `logits` float32 `[None, classes]`.
 Resize and normalisation run inside the graph; the random features are the
 stored ones (no redraw at inference), so the export is deterministic.
 `assets.extra/relperf.json` records dataset, class names and input shape.
@@ -50,6 +52,22 @@ def serving_function(model, dataset, embedding_type):
     return serve
 
 
+def logits_function(model, dataset, embedding_type):
+    """The `logits` signature: preprocessed 32×32 inputs (what the model sees) → logits.
+
+    For experiments that act on the model's own pixel grid, such as the shift
+    test, which moves images after the resize.
+    """
+    spec = data_lib.get_spec(dataset)
+    dtype = tf.uint8 if embedding_type == "lookup" else tf.float32
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + spec.image_shape, dtype, name="pixels")])
+    def logits(pixels):
+        return {"logits": tf.cast(model(pixels, training=False), tf.float32)}
+
+    return logits
+
+
 def export_saved_model(model, dataset, embedding_type, export_dir, extra_metadata=None):
     """Writes `<export_dir>/<next version>/`; returns that path.
 
@@ -64,6 +82,7 @@ def export_saved_model(model, dataset, embedding_type, export_dir, extra_metadat
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serving_default", serving_function(model, dataset, embedding_type))
+        archive.add_endpoint("logits", logits_function(model, dataset, embedding_type))
         archive.write_out(staging, verbose=False)
         metadata = dict(dataset=dataset, class_names=list(spec.class_names), input_shape=list(spec.native_shape), input_dtype="uint8", embedding_type=embedding_type, **(extra_metadata or {}))
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)

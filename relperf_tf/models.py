@@ -14,6 +14,8 @@ classifier head; `position_encoding` selects the strategy:
 `MultiHeadAttention` in every block: the quadratic baseline of the benchmarks.
 """
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -31,6 +33,13 @@ from relperf_tf.layers import (
 )
 from relperf_tf.layers.grid_attention import relative_offsets
 from relperf_tf.layers.locality_prior import initial_frequencies, local_rotations
+
+# With an exact positional factor, the last block's class-token query has
+# factor 1 with every token: its α, β are not used, and Keras' optimizer would
+# warn about their missing gradients on every `fit`.
+warnings.filterwarnings(
+    "ignore", message=r"Gradients do not exist for variables \[('[^']*/attention/(alpha|beta)'(, )?)+\]"
+)
 
 MODEL_NAMES = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer")
 POSITION_ENCODINGS = {
@@ -63,6 +72,13 @@ DEFAULT_HPARAMS = dict(
     seed=0,
     remat=False,
 )
+
+
+def display_name(model_name, position_kernel="favor"):
+    """How results name a model: RelativePerformer's exact paths are named apart."""
+    if model_name == "RelativePerformer" and position_kernel not in (None, "favor"):
+        return f"{model_name} ({position_kernel})"
+    return model_name
 
 
 def grid_coordinates(height, width):

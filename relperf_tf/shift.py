@@ -7,6 +7,7 @@ object pixel is lost. Per run and shift: accuracy and loss, mean and std.
 """
 
 import csv
+import os
 
 import numpy as np
 
@@ -50,39 +51,87 @@ def shifts(max_shift, step=1):
     return sorted({*range(0, max_shift + 1, step), *range(0, -max_shift - 1, -step), max_shift, -max_shift})
 
 
-def shift_curve(model, images, labels, dataset, embedding_type, max_shift, batch_size=256, step=1):
-    """Rows {shift, accuracy_mean/std, loss_mean/std} for one model."""
+def shift_curve(predict, images, labels, dataset, embedding_type, max_shift, batch_size=256, step=1):
+    """Rows {shift, accuracy_mean/std, loss_mean/std} for one model.
+
+    `predict`: model inputs `[n, 32, 32, C]` → logits `[n, classes]` (NumPy).
+    """
     import keras
 
     inputs = np.array(data_lib.preprocess(images, dataset, embedding_type))
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
     rows = []
     for shift in shifts(max_shift, step):
-        logits = model.predict(shift_images(inputs, shift), batch_size=batch_size, verbose=0)
+        moved = shift_images(inputs, shift)
+        logits = np.concatenate([predict(moved[i : i + batch_size]) for i in range(0, len(moved), batch_size)])
         correct = (np.argmax(logits, axis=1) == labels).astype("float64")
         losses = np.array(loss_fn(labels, logits), dtype="float64")
         rows.append(dict(shift=shift, images=len(labels), accuracy_mean=correct.mean(), accuracy_std=correct.std(), loss_mean=losses.mean(), loss_std=losses.std()))
     return rows
 
 
+def _sources(paths):
+    """(path, info, load) for every run directory and exported SavedModel under `paths`.
+
+    info: model (display name), dataset, embedding_type, data_dir; load():
+    the model's predict function. A SavedModel is read through its `logits`
+    signature, so the experiment measures exactly what is served.
+    """
+    from relperf_tf import export
+    from relperf_tf.models import display_name
+
+    sources = []
+    saved_models = [p for p in paths if _is_saved_model(p)]
+    for path in saved_models:
+        version_dir = export.latest_version_dir(path)
+        metadata = export.read_metadata(version_dir)
+        info = dict(model=display_name(metadata.get("model", "?"), metadata.get("position_kernel")), dataset=metadata["dataset"], embedding_type=metadata["embedding_type"], data_dir=None)
+
+        def load(version_dir=version_dir):
+            import tensorflow as tf
+
+            signature = tf.saved_model.load(version_dir).signatures["logits"]
+            return lambda x: signature(pixels=tf.constant(x))["logits"].numpy()
+
+        sources.append((os.path.abspath(version_dir), info, load))
+    run_paths = [p for p in paths if p not in saved_models]
+    for run_dir in runs.find_runs(run_paths) if run_paths else []:
+        h = runs.load_hparams(run_dir)
+        info = dict(model=display_name(h["model"], h.get("position_kernel")), dataset=h["dataset"], embedding_type=h["embedding_type"], data_dir=h.get("data_dir"))
+
+        def load(run_dir=run_dir):
+            model = runs.load_best_model(run_dir)
+            return lambda x: model.predict(x, batch_size=len(x), verbose=0)
+
+        sources.append((run_dir, info, load))
+    return sources
+
+
+def _is_saved_model(path):
+    """A SavedModel directory, or TF Serving's folder of numbered versions."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return True
+    versions = [n for n in (os.listdir(path) if os.path.isdir(path) else []) if n.isdigit()]
+    return any(os.path.exists(os.path.join(path, n, "saved_model.pb")) for n in versions)
+
+
 def run_shift_experiment(paths, labels, max_shift, data_dir=None, step=1):
-    """Shift curves of every run under `paths`: a list of CSV rows."""
+    """Shift curves of every run and SavedModel under `paths`: a list of CSV rows."""
     shifts(max_shift, step)  # checks step before any model is loaded
-    run_dirs = runs.find_runs(paths)
-    hparams = {run_dir: runs.load_hparams(run_dir) for run_dir in run_dirs}
-    for run_dir, h in hparams.items():
-        if h["dataset"] not in SHIFTABLE_DATASETS:
-            raise ValueError(f"run {run_dir} was trained on {h['dataset']!r}; the shift experiment needs one of {SHIFTABLE_DATASETS}.")
+    sources = _sources(paths)
+    for path, info, _ in sources:
+        if info["dataset"] not in SHIFTABLE_DATASETS:
+            raise ValueError(f"{path} was trained on {info['dataset']!r}; the shift experiment needs one of {SHIFTABLE_DATASETS}.")
     selected = {}
     rows = []
-    for run_dir in run_dirs:
-        h = hparams[run_dir]
-        if h["dataset"] not in selected:
-            selected[h["dataset"]] = select_images(h["dataset"], labels, max_shift, data_dir or h.get("data_dir"))
-        images, targets = selected[h["dataset"]]
-        curve = shift_curve(runs.load_best_model(run_dir), images, targets, h["dataset"], h["embedding_type"], max_shift, step=step)
+    for path, info, load in sources:
+        dataset = info["dataset"]
+        if dataset not in selected:
+            selected[dataset] = select_images(dataset, labels, max_shift, data_dir or info["data_dir"])
+        images, targets = selected[dataset]
+        curve = shift_curve(load(), images, targets, dataset, info["embedding_type"], max_shift, step=step)
         for row in curve:
-            rows.append(dict(run_dir=run_dir, model=h["model"], dataset=h["dataset"], labels=" ".join(map(str, labels)), **row))
+            rows.append(dict(run_dir=path, model=info["model"], dataset=dataset, labels=" ".join(map(str, labels)), **row))
     return rows
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, REPO)
 from absl import flags  # noqa: E402
 
 from relperf_tf import benchmarking, cli  # noqa: E402
-from relperf_tf.models import POSITION_KERNELS  # noqa: E402
+from relperf_tf.models import POSITION_KERNELS, display_name  # noqa: E402
 
 flags.DEFINE_list("models", list(benchmarking.BENCH_MODELS), f"Any of {','.join(benchmarking.BENCH_MODELS)}.")
 flags.DEFINE_list("image_sizes", ["32"], "Image sizes to sweep (tokens = size² + 1), e.g. 16,32,64,128.")
@@ -102,7 +102,7 @@ def main(argv):
                 row.update(dims, remat=FLAGS.remat)
                 print("   ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "step_times_ms"}, flush=True)
                 row.setdefault("nb_features", None if model == "exact" else benchmarking.resolved_nb_features(model, dims["dim"], dims["heads"], FLAGS.nb_features, position_kernel=position_kernel))
-                label = benchmarking.row_label(model, position_kernel)
+                label = display_name(model, position_kernel)
                 key = _row_key(dict(row, model=label))
                 results["throughput"] = [r for r in results["throughput"] if _row_key(r) != key]
                 results["throughput"].append(dict(row, model=label))

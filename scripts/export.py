@@ -36,7 +36,7 @@ def main(argv):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             model.save(path)
         else:
-            metadata = dict(model=hparams["model"], run_dir=os.path.abspath(run_dir))
+            metadata = dict(model=hparams["model"], position_kernel=hparams.get("position_kernel", "favor"), run_dir=os.path.abspath(run_dir))
             test_metrics = os.path.join(run_dir, "test_metrics.json")
             if os.path.exists(test_metrics):
                 with open(test_metrics) as f:

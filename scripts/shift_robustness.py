@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Shift robustness: scripts/shift_robustness.py RUN_DIR [...] --labels 1 --max_shift 8 --output shift.csv --plot shift.png"""
+"""Shift robustness: scripts/shift_robustness.py RUN_DIR|SAVED_MODEL [...] --labels 1 --max_shift 8 --output shift.csv --plot shift.png"""
 
 import os
 import sys
@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     if len(argv) < 2:
-        cli.fail("usage: shift_robustness.py RUN_DIR [...] --labels=1 --max_shift=8 --output=shift.csv --plot=shift.png")
+        cli.fail("usage: shift_robustness.py RUN_DIR|SAVED_MODEL [...] --labels=1 --max_shift=8 --output=shift.csv --plot=shift.png")
     with cli.errors_to_exit_codes():
         try:
             labels = [int(label) for label in FLAGS.labels]

@@ -128,6 +128,19 @@ def test_export_round_trip_in_a_process_without_relperf(tmp_path, exported, fash
     assert np.abs(np.load(tmp_path / "probs.npy") - expected).max() <= 1e-5
 
 
+def test_shift_experiment_on_the_saved_model_matches_the_run(exported):
+    """The `logits` signature lets the shift test run on what is served: same curve as best.keras."""
+    run_dir, export_dir = exported
+    rows = shift.run_shift_experiment([run_dir, export_dir], [1], 4, step=4)
+    by_source = {}
+    for row in rows:
+        by_source.setdefault(row["run_dir"], []).append((row["shift"], row["accuracy_mean"], row["loss_mean"]))
+    (first, curve), (second, other) = sorted(by_source.items())
+    assert [r[0] for r in curve] == [-4, 0, 4]
+    np.testing.assert_allclose(np.array(curve), np.array(other), atol=1e-5)
+    assert {row["model"] for row in rows} == {"RelativePerformer"}
+
+
 def test_saved_model_cli_lists_the_signature(exported):
     _, export_dir = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
