@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.stamp-installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# glibc malloc settings that keep TensorFlow's large blocks in the heap
+# (scripts/fast_malloc.py says why); the test process gets them too.
+export GLIBC_TUNABLES ?= $(shell sed -n 's/^TUNABLES = "\(.*\)"/\1/p' scripts/fast_malloc.py)
 
 .PHONY: setup demo test clean
 
@@ -23,8 +26,16 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
+# The demo run goes to logs/demo/<timestamp>/, then its shift curve is printed
+# and plotted there (shift.csv, shift.png).
+DEMO_RUN := logs/demo/$(shell date +%Y%m%d-%H%M%S)
+
 demo: setup
-	$(BIN)/python scripts/train.py --model=RelativePerformer --dataset=fashion_mnist --preset=tiny
+	$(BIN)/python scripts/train.py --model=RelativePerformer --dataset=fashion_mnist --preset=tiny \
+		--log_dir=logs --exp_name=demo --version=$(notdir $(DEMO_RUN))
+	$(BIN)/python scripts/shift_robustness.py $(DEMO_RUN) --labels=1 --max_shift=8 --shift_step=2 \
+		--output=$(DEMO_RUN)/shift.csv --plot=$(DEMO_RUN)/shift.png
+	@echo "shift curve plotted in $(DEMO_RUN)/shift.png"
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import fast_malloc  # noqa: E402,F401  (restarts with malloc settings that suit TensorFlow)
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, REPO)
 

@@ -35,3 +35,27 @@ def test_shipped_model_matches_its_recorded_accuracy(saved_model, fashion_mnist_
     result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "predict.py"), os.path.dirname(version_dir), str(png), "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)[0]["class_index"] == int(predicted[0])
+
+
+def _shipped_dirs():
+    return sorted({os.path.dirname(os.path.dirname(p)) for p in SHIPPED})
+
+
+@pytest.mark.parametrize("model_dir", _shipped_dirs(), ids=os.path.basename)
+def test_shipped_shift_curve_is_what_its_readme_reports(model_dir, fashion_mnist_dir):
+    """The exported SavedModel itself (its `logits` signature) reproduces shift.csv at s = −8, 0, 8,
+    and meets README's claim: relative models within 0.95× of s = 0 at every shift, the Performer collapsing."""
+    import csv
+
+    from relperf_tf import shift
+
+    recorded = {int(r["shift"]): float(r["accuracy_mean"]) for r in csv.DictReader(open(os.path.join(model_dir, "shift.csv")))}
+    rows = shift.run_shift_experiment([model_dir], [1], 8, fashion_mnist_dir, step=8)
+    measured = {row["shift"]: row["accuracy_mean"] for row in rows}
+    for s, accuracy in measured.items():
+        assert accuracy == pytest.approx(recorded[s], abs=2e-3)
+    name = rows[0]["model"]
+    if name == "Performer":
+        assert max(recorded[-8], recorded[8]) <= 0.5 * recorded[0]
+    else:
+        assert min(recorded.values()) >= 0.95 * recorded[0], name
