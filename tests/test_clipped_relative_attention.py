@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from relperf_tf.layers import ClippedRelativeAttention
+from relperf_tf.layers.clipped_relative_attention import ring_sums
 from tests.layer_test import run_layer_test
 
 
@@ -36,6 +37,34 @@ def test_linear_time_equals_brute_force_on_non_square_grid(clip):
         query, value, np.array(layer.relative_embeddings), height, width, clip, True
     )
     np.testing.assert_allclose(fast, slow, atol=1e-5)
+
+
+@pytest.mark.parametrize("clip", [1, 2, 5])
+def test_ring_sums_equal_manhattan_rings(clip):
+    """R_d(i) = Σ of v over tokens at Manhattan distance exactly d, on a 4×6 grid."""
+    height, width = 4, 6
+    value = np.random.default_rng(clip).normal(size=(1, 1, height * width + 1, 3)).astype("float32")
+    rows, cols = np.divmod(np.arange(height * width), width)
+    dist = np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])
+    rings = ring_sums(value, (height, width), clip)
+    assert len(rings) == clip
+    for d, ring in enumerate(rings):
+        expected = np.einsum("nk,kc->nc", (dist == d).astype("float32"), value[0, 0, :-1])
+        np.testing.assert_allclose(np.array(ring)[0, 0, :-1], expected, atol=1e-5)
+        np.testing.assert_array_equal(np.array(ring)[0, 0, -1], 0.0)  # the class token is in no ring
+
+
+@pytest.mark.parametrize("query_index", [0, 17, 35])
+def test_one_query_equals_its_row_of_the_full_output(query_index):
+    """query_index (a grid token's window, or the class token, last) matches the full computation."""
+    height, width, heads, dim = 5, 7, 4, 16
+    layer = ClippedRelativeAttention(heads, grid_shape=(height, width), clipping_dist=3)
+    layer.build((None, height * width + 1, dim))
+    rng = np.random.default_rng(query_index)
+    query, value = (rng.normal(size=(2, 2, height * width + 1, 4)).astype("float32") for _ in range(2))
+    full = np.array(layer.relative_heads(query, value))
+    one = np.array(layer.relative_heads(query[:, :, query_index : query_index + 1], value, query_index))
+    np.testing.assert_allclose(one[:, :, 0], full[:, :, query_index], atol=1e-5)
 
 
 def test_translation_equivariance_away_from_borders():

@@ -36,6 +36,49 @@ def window_tables(height, width, clipping_dist, class_token):
     return neighbours, valid.astype(np.float32), ring, counts.astype(np.float32)
 
 
+def ring_sums(value, grid_shape, clipping_dist):
+    """R_d(i) = Σ_(|Δrow|+|Δcol| = d) v_j for d = 0 … D−1, by shifted adds.
+
+    value `[b, h, tokens, d]` (grid tokens row-major first, then at most one
+    class token, which is in no ring) → D tensors `[b, h, tokens, d]` (zero for
+    the class token). Diamond sums B_d (|Δrow|+|Δcol| ≤ d) follow
+    B_d = B_(d−1)(r−1, c) + B_(d−1)(r+1, c) − B_(d−2) + v(r, c±d) + v(r, c±(d−1))
+    on the grid padded by D zeros (wide enough that every diamond a grid token
+    needs is exact), and R_d = B_d − B_(d−1).
+    """
+    height, width = grid_shape
+    batch, heads = ops.shape(value)[0], ops.shape(value)[1]
+    tokens, dim = value.shape[2], value.shape[3]
+    pad = clipping_dist
+    grid = ops.reshape(value[:, :, : height * width], (batch, heads, height, width, dim))
+    grid = ops.pad(grid, ((0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+    def shift(x, rows, cols):  # y(r, c) = x(r + rows, c + cols), zero outside
+        x = ops.pad(x, ((0, 0), (0, 0), (max(-rows, 0), max(rows, 0)), (max(-cols, 0), max(cols, 0)), (0, 0)))
+        r0, c0 = max(rows, 0), max(cols, 0)
+        return x[:, :, r0 : r0 + height + 2 * pad, c0 : c0 + width + 2 * pad]
+
+    def on_grid(x):
+        x = ops.reshape(x[:, :, pad : pad + height, pad : pad + width], (batch, heads, height * width, dim))
+        if tokens > height * width:
+            x = ops.pad(x, ((0, 0), (0, 0), (0, tokens - height * width), (0, 0)))
+        return x
+
+    def row_pair(distance):  # v(r, c − d) + v(r, c + d), or v for d = 0
+        return grid if distance == 0 else shift(grid, 0, -distance) + shift(grid, 0, distance)
+
+    rings, before, current = [on_grid(grid)], None, grid
+    for distance in range(1, clipping_dist):
+        # B_(d−1) shifted up and down covers B_d but (0, ±d) and (0, ±(d−1)),
+        # and covers B_(d−2) twice.
+        following = shift(current, -1, 0) + shift(current, 1, 0) + row_pair(distance) + row_pair(distance - 1)
+        if before is not None:
+            following = following - before
+        rings.append(on_grid(following - current))
+        before, current = current, following
+    return rings
+
+
 @keras.saving.register_keras_serializable(package="relperf_tf")
 class ClippedRelativeAttention(FavorAttention):
     """Half FAVOR+ content heads, half clipped-relative heads, O(N·D²·d).
@@ -43,8 +86,10 @@ class ClippedRelativeAttention(FavorAttention):
     A relative head scores pair (i, j) by exp(q_i · r_d(i,j) / √d) with
     d(i, j) = min(|Δrow| + |Δcol|, D) and learned r_0 … r_D (r_D also for every
     pair with the class token). Output_i = Σ_j score_ij v_j / Σ_j score_ij,
-    computed as exp(q_i·r_D) Σ_j v_j + Σ_(d(i,j)<D) (exp(q_i·r_d) − exp(q_i·r_D)) v_j:
-    one global sum plus a gathered window of K = 2D² − 2D + 1 neighbours.
+    computed as exp(q_i·r_D) Σ_j v_j + Σ_(d<D) (exp(q_i·r_d) − exp(q_i·r_D)) R_d(i):
+    one global sum plus the ring sums R_d(i) = Σ_(d(i,j)=d) v_j, which do not
+    depend on the query (`ring_sums`: 4D shifted adds of the value grid,
+    O(N·D·d), no gather).
     The scores use the exact exponential (D + 1 dot products per query), the
     limit that FAVOR+ features φ(q)·φ(r) estimate, so the layer is
     deterministic.
@@ -111,21 +156,25 @@ class ClippedRelativeAttention(FavorAttention):
 
         n_q = n, or 1 for the token `query_index` alone.
         """
-        tables = self._neighbours, self._valid, self._counts
-        if query_index is not None:
-            tables = [np.take(table, [query_index], axis=0) for table in tables]
-        neighbours, valid, counts = tables
         scores = ops.einsum("bhnd,hrd->bhnr", query, self.relative_embeddings)
         scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
         scores = scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
         weights = ops.exp(scores)
         far = weights[..., -1]  # [b, h, n]
         near = weights[..., :-1] - far[..., None]  # [b, h, n, D]
-        window_weights = ops.take(near, self._ring, axis=-1) * valid  # [b, h, n, K]
-        window_values = ops.take(value, neighbours, axis=2)  # [b, h, n, K, d]
-        numerator = ops.einsum("bhnk,bhnkd->bhnd", window_weights, window_values)
-        numerator = numerator + far[..., None] * ops.sum(value, axis=2, keepdims=True)
+        counts = self._counts if query_index is None else np.take(self._counts, [query_index], axis=0)
+        numerator = far[..., None] * ops.sum(value, axis=2, keepdims=True)
         denominator = far * self._tokens + ops.einsum("bhnr,nr->bhn", near, counts)
+        if query_index is None:
+            for distance, ring in enumerate(ring_sums(value, self.grid_shape, self.clipping_dist)):
+                numerator = numerator + near[..., distance, None] * ring
+        elif not self.class_token or query_index not in (-1, len(self._counts) - 1):
+            # One grid token: gather its window (the class token has none).
+            neighbours = np.take(self._neighbours, query_index, axis=0)  # [K]
+            valid = np.take(self._valid, query_index, axis=0)
+            window_weights = ops.take(near, self._ring, axis=-1) * valid  # [b, h, 1, K]
+            window_values = ops.take(value, neighbours, axis=2)  # [b, h, K, d]
+            numerator = numerator + ops.einsum("bhnk,bhkd->bhnd", window_weights, window_values)
         return numerator / denominator[..., None]
 
     def call(self, inputs, training=None, query_index=None):
