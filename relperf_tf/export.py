@@ -10,6 +10,7 @@ stored ones (no redraw at inference), so the export is deterministic.
 `assets.extra/relperf.json` records dataset, class names and input shape.
 """
 
+import errno
 import json
 import os
 import re
@@ -76,7 +77,6 @@ def export_saved_model(model, dataset, embedding_type, export_dir, extra_metadat
     """
     spec = data_lib.get_spec(dataset)
     os.makedirs(export_dir, exist_ok=True)
-    target = os.path.join(export_dir, str(next_version(export_dir)))
     staging = tempfile.mkdtemp(prefix=".export-", dir=export_dir)
     try:
         archive = keras.export.ExportArchive()
@@ -88,11 +88,27 @@ def export_saved_model(model, dataset, embedding_type, export_dir, extra_metadat
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         with open(os.path.join(staging, METADATA), "w") as f:
             json.dump(metadata, f, indent=2)
-        os.rename(staging, target)
+        target = _publish(staging, export_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _publish(staging, export_dir):
+    """Renames the complete `staging` directory to the next free version; returns it.
+
+    Renaming onto an existing version fails (it is never empty), so two
+    concurrent exports each get their own number.
+    """
+    while True:
+        target = os.path.join(export_dir, str(next_version(export_dir)))
+        try:
+            os.rename(staging, target)
+            return target
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
 
 
 def latest_version_dir(model_dir):

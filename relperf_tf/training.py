@@ -260,6 +260,29 @@ def plan_run_dir(config):
     return run_dir
 
 
+def claim_run_dir(config):
+    """Creates the run directory and returns it; safe against concurrent runs.
+
+    `os.mkdir` is atomic: of two runs that planned the same automatic
+    `version_N`, one creates it and the other takes the next free number. An
+    explicit `--version` that appeared meanwhile is an error, as in
+    `plan_run_dir`; with `--resume` the existing directory is reused.
+    """
+    exp_dir = os.path.join(config.log_dir, config.exp_name)
+    os.makedirs(exp_dir, exist_ok=True)
+    while True:
+        run_dir = os.path.join(exp_dir, config.version or next_version(exp_dir))
+        try:
+            os.mkdir(run_dir)
+            return run_dir
+        except FileExistsError:
+            if config.version is None:
+                continue  # another run took this number first
+            if config.resume:
+                return run_dir
+            raise ValueError(f"flag --version={config.version!r} exists in {exp_dir}; pass --resume to continue it or choose another version.") from None
+
+
 def _versions():
     return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
@@ -278,13 +301,14 @@ def train(config, splits=None):
     validate_config(config)
     if config.seed is None:
         config.seed = random.randrange(2**31)
-    run_dir = plan_run_dir(config)
+    plan_run_dir(config)  # fail on a bad --log_dir/--version before any work
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy, config.cpu_replicas)
     if splits is None:
         splits = data_lib.load(config.dataset, config.batch_size, config.embedding_type, config.seed, config.data_dir)
     model = build_compiled_model(config, strategy)
 
+    run_dir = claim_run_dir(config)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
     hparams = dict(dataclasses.asdict(config), run_dir=run_dir, replicas=strategy.num_replicas_in_sync, parameters=model.count_params(), versions=_versions())
