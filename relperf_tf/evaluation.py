@@ -14,7 +14,7 @@ COLUMNS = ("run_dir",) + HPARAM_COLUMNS + ("parameters", "test_loss", "test_accu
 def evaluate_run(run_dir, data_dir=None):
     """One CSV row: run dir, hyperparameters, parameter count, test loss/accuracy."""
     hparams = runs.load_hparams(run_dir)
-    model = runs.load_best_model(run_dir)
+    model = runs.load_best_model(run_dir, hparams)
     loss, accuracy = model.evaluate(runs.test_pipeline(hparams, data_dir), verbose=0)
     row = {"run_dir": run_dir, **{name: hparams.get(name) for name in HPARAM_COLUMNS}}
     row.update(parameters=model.count_params(), test_loss=float(loss), test_accuracy=float(accuracy))
@@ -36,10 +36,15 @@ def evaluate_into_csv(paths, output, data_dir=None):
                 raise ValueError(f"--output {output!r} is a CSV with other columns; choose a new file.")
             done = {row["run_dir"] for row in reader}
     rows = [evaluate_run(run_dir, data_dir) for run_dir in run_dirs if run_dir not in done]
-    new_file = not os.path.exists(output)
-    with open(output, "a", newline="") as f:
+    # Every run is evaluated before the file is touched; then the old rows and
+    # the new ones replace it in one rename (a failure leaves it as it was).
+    old = open(output, newline="").read() if os.path.exists(output) else ""
+    tmp = output + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        f.write(old)
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new_file:
+        if not old:
             writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, output)
     return rows

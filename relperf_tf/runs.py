@@ -27,8 +27,35 @@ def load_hparams(run_dir):
         return json.load(f)
 
 
-def load_best_model(run_dir):
-    return keras.models.load_model(os.path.join(run_dir, "checkpoints", "best.keras"))
+# Settings a checkpoint must share with its run's hparams.json, per model.
+_IDENTITY = ("dim", "depth", "heads")
+_MODEL_IDENTITY = {"RelativePerformer": ("position_kernel",), "ClippedRelativePerformer": ("clipping_dist",)}
+
+
+def load_best_model(run_dir, hparams=None):
+    """The run's `checkpoints/best.keras`, checked against its `hparams.json`.
+
+    Loading keeps Keras' `safe_mode` (no deserialised Python code). Raises
+    ValueError naming the file when it is missing, unreadable, or holds
+    another model than the one `hparams` describe (e.g. a copied file).
+    """
+    path = os.path.join(run_dir, "checkpoints", "best.keras")
+    if not os.path.isfile(path):
+        raise ValueError(f"RUN_DIR {run_dir!r} has no checkpoints/best.keras (an unfinished run, or not a run directory).")
+    try:
+        model = keras.models.load_model(path, safe_mode=True)
+    except Exception as error:  # zip, HDF5 and deserialisation errors alike
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} cannot be loaded ({reason[:200]}); retrain or restore the file.") from None
+    hparams = hparams if hparams is not None else load_hparams(run_dir)
+    config = dict(model.get_config(), model=model.name)
+    keys = ("model",) + _IDENTITY + _MODEL_IDENTITY.get(hparams.get("model"), ())
+    expected = {k: hparams.get(k) for k in keys if k in hparams}
+    found = {k: config.get(k) for k in expected}
+    if found != expected:
+        differ = ", ".join(f"{k}={found.get(k)!r} (hparams.json: {expected.get(k)!r})" for k in expected if found.get(k) != expected.get(k))
+        raise ValueError(f"{path} holds another model than its run's hparams.json describes: {differ}.")
+    return model
 
 
 def test_pipeline(hparams, data_dir=None, batch_size=256):

@@ -99,8 +99,8 @@ def _sources(paths):
         h = runs.load_hparams(run_dir)
         info = dict(model=display_name(h["model"], h.get("position_kernel")), dataset=h["dataset"], embedding_type=h["embedding_type"], data_dir=h.get("data_dir"))
 
-        def load(run_dir=run_dir):
-            model = runs.load_best_model(run_dir)
+        def load(run_dir=run_dir, hparams=h):
+            model = runs.load_best_model(run_dir, hparams)
             return lambda x: model.predict(x, batch_size=len(x), verbose=0)
 
         sources.append((run_dir, info, load))
@@ -136,10 +136,13 @@ def run_shift_experiment(paths, labels, max_shift, data_dir=None, step=1):
 
 
 def write_csv(rows, path):
-    with open(path, "w", newline="") as f:
+    """Writes `rows` to `path` in one rename: a failure leaves the old file whole."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def plot(rows, path):

@@ -62,3 +62,100 @@ def test_two_exports_started_together_get_distinct_complete_versions(tmp_path, t
     for version in ("1", "2"):
         assert os.path.exists(os.path.join(export_dir, version, "saved_model.pb"))
         assert os.path.exists(os.path.join(export_dir, version, "assets.extra", "relperf.json"))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_run):
+    export_dir = str(tmp_path_factory.mktemp("exported"))
+    code, stderr = finish([start("export.py", [tiny_run, f"--export_dir={export_dir}"])])[0]
+    assert code == 0, stderr[-2000:]
+    return export_dir
+
+
+def test_predict_reports_each_broken_image_and_classifies_the_rest(tmp_path, exported, fashion_mnist_dir):
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    from relperf_tf import data
+
+    images, _ = data.raw_test_images("fashion_mnist", fashion_mnist_dir)
+    image = images[0]
+    png = tf.io.encode_png(image).numpy()
+    files = {
+        "good.png": png,
+        "truncated.png": png[: len(png) // 2],
+        "text.png": b"not an image at all",
+        "empty.png": b"",
+        "deep.png": tf.io.encode_png(tf.constant(image.astype("uint16") * 257)).numpy(),  # 16 bit
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    Image.fromarray(np.repeat(image, 3, axis=2)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    (tmp_path / "folder.png").mkdir()
+    order = ["good.png", "truncated.png", "text.png", "deep.png", "empty.png", "cmyk.jpg", "folder.png"]
+    result = subprocess.run(
+        [sys.executable, os.path.join(SCRIPTS, "predict.py"), exported] + [str(tmp_path / n) for n in order] + ["--json"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    expected = {"truncated.png": "truncated or corrupt", "text.png": "not a PNG, JPEG", "empty.png": "empty file", "folder.png": "a directory"}
+    assert len(errors) == len(expected)
+    for (name, problem), line in zip(expected.items(), errors):
+        assert name in line and problem in line, line
+    predictions = {os.path.basename(p["file"]): p for p in json.loads(result.stdout)}
+    assert sorted(predictions) == ["cmyk.jpg", "deep.png", "good.png"]
+    # A 16-bit PNG of the same picture is scaled to 8 bits, not misread.
+    assert predictions["deep.png"]["class_index"] == predictions["good.png"]["class_index"]
+    assert predictions["deep.png"]["probability"] == pytest.approx(predictions["good.png"]["probability"], abs=1e-6)
+
+
+def damage_checkpoint(run_dir, damage):
+    """Breaks a copied run: no best.keras, another model's file, or a truncated one; the expected error."""
+    best = os.path.join(run_dir, "checkpoints", "best.keras")
+    if damage == "missing":
+        os.remove(best)
+        return "no finished runs"  # find_runs skips the unfinished run, then there is none
+    if damage == "other_model":  # a Performer's file in a run whose hparams.json says RelativePerformer
+        hparams = json.load(open(os.path.join(run_dir, "hparams.json")))
+        json.dump(dict(hparams, model="RelativePerformer", dim=16), open(os.path.join(run_dir, "hparams.json"), "w"))
+        return "holds another model than its run's hparams.json describes: model='Performer' (hparams.json: 'RelativePerformer'), dim=8 (hparams.json: 16)"
+    content = open(best, "rb").read()
+    open(best, "wb").write(content[: len(content) // 3])
+    return "best.keras cannot be loaded"
+
+
+@pytest.mark.parametrize("damage", ["missing", "other_model", "truncated"])
+def test_bad_checkpoint_is_one_error_before_any_csv_is_touched(tmp_path, tiny_run, damage):
+    import shutil
+
+    from relperf_tf import evaluation, shift
+
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_run, run_dir)
+    expected = damage_checkpoint(run_dir, damage)
+    output = tmp_path / "results.csv"
+    before = ",".join(evaluation.COLUMNS) + "\n" + "x," * (len(evaluation.COLUMNS) - 1) + "x\n"  # an earlier row
+    output.write_text(before)
+    for compute in (lambda: evaluation.evaluate_into_csv([run_dir], str(output)), lambda: shift.run_shift_experiment([run_dir], [1], 2)):
+        with pytest.raises(ValueError) as error:
+            compute()
+        assert expected in str(error.value) and "\n" not in str(error.value)
+    assert output.read_text() == before
+    assert sorted(os.listdir(tmp_path)) == ["results.csv", "run"]
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "shift_robustness.py"])
+def test_scripts_print_the_checkpoint_error_in_one_line(tmp_path, tiny_run, script):
+    import shutil
+
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_run, run_dir)
+    expected = damage_checkpoint(run_dir, "other_model")
+    output = tmp_path / "out.csv"
+    result = subprocess.run([sys.executable, os.path.join(SCRIPTS, script), run_dir, f"--output={output}"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0] and "Traceback" not in result.stderr
+    assert not output.exists()
