@@ -32,7 +32,7 @@ DEMO_RUN := logs/demo/$(shell date +%Y%m%d-%H%M%S)
 
 demo: setup
 	$(BIN)/python scripts/train.py --model=RelativePerformer --dataset=fashion_mnist --preset=tiny \
-		--position_kernel=circular --nb_features=4 --locality=30 --epochs=2 --steps_per_epoch=375 \
+		--position_kernel=circular --nb_features=1 --locality=30 --epochs=1 --steps_per_epoch=1500 --seed=1 \
 		--log_dir=logs --exp_name=demo --version=$(notdir $(DEMO_RUN))
 	$(BIN)/python scripts/shift_robustness.py $(DEMO_RUN) --labels=1 --max_shift=8 --shift_step=4 \
 		--output=$(DEMO_RUN)/shift.csv --plot=$(DEMO_RUN)/shift.png

@@ -25,8 +25,8 @@ from relperf_tf.schedules import SCHEDULES, WarmupSchedule
 
 STRATEGIES = ("auto", "mirrored", "default")
 PRESETS = {
-    # A CPU budget of about 5 minutes on 2 cores (make demo runs it, cut to 750
-    # steps, with the circular exact factor): 2 blocks at dim 32 (the relative
+    # A CPU budget of about 5 minutes on 2 cores (make demo runs it with the
+    # circular exact factor, m = 1 and one epoch of 1 500 steps): 2 blocks at dim 32 (the relative
     # model needs 2: the class token has no position, so its first attention is
     # content-only). 8 heads: each head has its own learned rotations, i.e. its
     # own relative-position pattern; RelativePerformer's validation accuracy
