@@ -1,10 +1,14 @@
-"""Callbacks that make runs resumable: metrics CSV, best checkpoint, NaN guard."""
+"""Callbacks that make runs resumable: metrics CSV, best checkpoint, NaN guard, signals."""
 
 import csv
+import io
 import math
 import os
+import signal
 
 import keras
+
+from relperf_tf import atomic
 
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 
@@ -39,12 +43,11 @@ class MetricsCSVLogger(keras.callbacks.Callback):
         self._write()
 
     def _write(self):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)  # atomic: a kill never leaves half a file
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic.write_text(self.path, text.getvalue())  # a kill never leaves half a file
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -82,9 +85,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None or not math.isfinite(value):
             return
         if self._update(epoch, float(value)):
-            tmp = self.path[: -len(".keras")] + ".tmp.keras"
-            self.model.save(tmp)
-            os.replace(tmp, self.path)
+            atomic.save_model(self.model, self.path)  # the previous best stays whole if this fails
         if self.patience and self.wait >= self.patience:
             self.model.stop_training = True
 
@@ -101,3 +102,63 @@ class StopOnNonFinite(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.bad_batch = batch
             self.model.stop_training = True
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGTERM/SIGINT at a point where every file is whole."""
+
+    def __init__(self, signum, epoch):
+        self.signum, self.epoch = signum, epoch
+        super().__init__(f"interrupted by {signal.Signals(signum).name} during epoch {epoch + 1}")
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Turns SIGTERM/SIGINT into `Interrupted`, raised only between batches.
+
+    The handlers only record the signal; the exception leaves `fit` at the
+    next train or validation batch end, or at the end of the epoch after the
+    callbacks before this one (backup, metrics, best checkpoint: keep this one
+    last) have written their files, never in the middle of a write. Raising
+    skips `on_train_end`, so `BackupAndRestore` keeps its backup for
+    `--resume`. A second SIGINT interrupts at once (KeyboardInterrupt).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        super().__init__()
+        self.received = None
+        self.epoch = 0
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        return False
+
+    def _check(self):
+        if self.received is not None:
+            raise Interrupted(self.received, self.epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self._check()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch = epoch + 1
+        self._check()

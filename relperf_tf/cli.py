@@ -2,6 +2,8 @@
 
 import contextlib
 import dataclasses
+import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -16,6 +18,7 @@ from relperf_tf.training import PRESETS, STRATEGIES, TrainConfig
 EXIT_BAD_INPUT = 2
 EXIT_NO_DATA = 3
 EXIT_DIVERGED = 4
+EXIT_SIGNAL_BASE = 128  # + the signal number, as shells report a killed process
 
 
 def _allowed(values):
@@ -73,6 +76,7 @@ def require(*names):
 @contextlib.contextmanager
 def errors_to_exit_codes():
     """Bad input → exit 2, missing data → 3, diverged training → 4; one `error:` line each."""
+    from relperf_tf.callbacks import Interrupted
     from relperf_tf.training import TrainingDivergedError
 
     try:
@@ -83,6 +87,10 @@ def errors_to_exit_codes():
         fail(error, EXIT_NO_DATA)
     except TrainingDivergedError as error:
         fail(error, EXIT_DIVERGED)
+    except Interrupted as error:
+        run_dir = getattr(error, "run_dir", None)
+        hint = f"; the last finished epoch is kept in {run_dir}: continue with --resume --version={os.path.basename(run_dir)}" if run_dir else ""
+        fail(f"{error}{hint}.", EXIT_SIGNAL_BASE + error.signum)
 
 
 def fail(message, code=EXIT_BAD_INPUT):
@@ -103,11 +111,24 @@ def _parse(argv):
         fail(str(error))
 
 
+def _exit_on_signal(signum, frame):
+    """SIGTERM/SIGINT as SystemExit(128 + signum): `finally`/`except BaseException` cleanups still run."""
+    print(f"error: interrupted by {signal.Signals(signum).name}.", file=sys.stderr)
+    raise SystemExit(EXIT_SIGNAL_BASE + signum)
+
+
 def run(main):
-    """`app.run` with one-line errors for bad flags instead of absl's usage dump."""
+    """`app.run` with one-line errors for bad flags instead of absl's usage dump.
+
+    SIGTERM and SIGINT end the script through SystemExit, so code that writes
+    to a staging place removes it (training replaces these handlers with its
+    own, which stop between batches).
+    """
 
     def quiet_main(argv):
         logging.set_verbosity(logging.WARNING)  # TFDS logs every split it opens
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _exit_on_signal)
         return main(argv)
 
     app.run(quiet_main, flags_parser=_parse)

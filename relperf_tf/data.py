@@ -8,6 +8,7 @@ Pipeline: map → cache → shuffle(seeded) → batch → prefetch(AUTOTUNE).
 """
 
 import dataclasses
+import glob
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import tempfile
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 IMAGE_SIZE = 32
 VALIDATION_SIZE = 5000
@@ -145,6 +147,13 @@ def prepare(dataset, data_dir=None):
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
             )
+        except NonMatchingChecksumError as error:
+            # TFDS prepares into a temporary folder: nothing is left that a later run would trust.
+            detail = " ".join(str(error).split())
+            raise DataUnavailableError(
+                f"a file of {DEBIAN_FASHION_MNIST} does not match Fashion-MNIST's registered checksum "
+                f"({detail[:200]}); reinstall it: sudo apt-get install --reinstall dataset-fashion-mnist."
+            ) from None
         finally:
             shutil.rmtree(manual_dir, ignore_errors=True)
         return builder
@@ -152,6 +161,36 @@ def prepare(dataset, data_dir=None):
         raise DataUnavailableError(_missing_data_message(dataset, data_dir))
     builder.download_and_prepare()
     return builder
+
+
+_VERIFIED = set()  # (data dir, file sizes and mtimes) checked in this process
+
+
+def verify_prepared(dataset, builder):
+    """Reads every record of the prepared TFRecords once (their CRCs) and counts them.
+
+    Raises `DataUnavailableError` naming the folder and how to rebuild it when
+    a file is truncated, bit-flipped or missing records; about 1 s for
+    Fashion-MNIST, once per process.
+    """
+    files = sorted(glob.glob(os.path.join(builder.data_dir, "*.tfrecord*")))
+    if not files:  # not TFRecords (e.g. tfds.testing.mock_data): TFDS reports what it lacks
+        return
+    key = (builder.data_dir, tuple((f, os.path.getsize(f), os.path.getmtime(f)) for f in files))
+    if key in _VERIFIED:
+        return
+    rebuild = f"delete {builder.data_dir} and run again to rebuild it" + (
+        " from Debian's files" if dataset == "fashion_mnist" else f" (`tfds build {dataset}`, or a copy made on a machine with network)"
+    )
+    expected = sum(split.num_examples for split in builder.info.splits.values())
+    try:
+        found = sum(int(n) for n in tf.data.TFRecordDataset(files).batch(4096).map(lambda b: tf.shape(b)[0]))
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as error:
+        reason = error.message.split(";")[0].strip()
+        raise DataUnavailableError(f"the prepared {dataset} is corrupt ({reason[:160]}); {rebuild}.") from None
+    if found != expected:
+        raise DataUnavailableError(f"the prepared {dataset} has {found} records where its dataset_info.json lists {expected}; {rebuild}.")
+    _VERIFIED.add(key)
 
 
 @dataclasses.dataclass
@@ -178,6 +217,7 @@ def load(dataset, batch_size, embedding_type="linear", seed=0, data_dir=None, va
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is not allowed; use an integer >= 1.")
     builder = prepare(dataset, data_dir)
+    verify_prepared(dataset, builder)
     train_split = f"train[:-{validation_size}]"
     validation_split = f"train[-{validation_size}:]"
     return Splits(
@@ -191,5 +231,6 @@ def load(dataset, batch_size, embedding_type="linear", seed=0, data_dir=None, va
 def raw_test_images(dataset, data_dir=None):
     """All test images as uint8 `[N, H, W, C]` and labels `[N]` (NumPy)."""
     builder = prepare(dataset, data_dir)
+    verify_prepared(dataset, builder)
     images, labels = tfds.as_numpy(builder.as_dataset(split="test", as_supervised=True, batch_size=-1))
     return images, labels

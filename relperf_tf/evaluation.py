@@ -2,9 +2,10 @@
 
 import csv
 import dataclasses
+import io
 import os
 
-from relperf_tf import runs
+from relperf_tf import atomic, runs
 from relperf_tf.training import TrainConfig
 
 HPARAM_COLUMNS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("verbose",))
@@ -39,12 +40,11 @@ def evaluate_into_csv(paths, output, data_dir=None):
     # Every run is evaluated before the file is touched; then the old rows and
     # the new ones replace it in one rename (a failure leaves it as it was).
     old = open(output, newline="").read() if os.path.exists(output) else ""
-    tmp = output + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(old)
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if not old:
-            writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, output)
+    text = io.StringIO(old)
+    text.seek(0, io.SEEK_END)
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    if not old:
+        writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(output, text.getvalue())
     return rows

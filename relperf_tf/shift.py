@@ -7,12 +7,13 @@ object pixel is lost. Per run and shift: accuracy and loss, mean and std.
 """
 
 import csv
+import io
 import os
 
 import numpy as np
 
 from relperf_tf import data as data_lib
-from relperf_tf import runs
+from relperf_tf import atomic, runs
 
 SHIFTABLE_DATASETS = ("mnist", "fashion_mnist")
 CSV_COLUMNS = ("run_dir", "model", "dataset", "labels", "shift", "images", "accuracy_mean", "accuracy_std", "loss_mean", "loss_std")
@@ -137,12 +138,11 @@ def run_shift_experiment(paths, labels, max_shift, data_dir=None, step=1):
 
 def write_csv(rows, path):
     """Writes `rows` to `path` in one rename: a failure leaves the old file whole."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, text.getvalue())
 
 
 def plot(rows, path):

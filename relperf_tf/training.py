@@ -16,8 +16,9 @@ import time
 import keras
 import tensorflow as tf
 
+from relperf_tf import atomic
 from relperf_tf import data as data_lib
-from relperf_tf.callbacks import BestCheckpoint, MetricsCSVLogger, StopOnNonFinite
+from relperf_tf.callbacks import BestCheckpoint, Interrupted, MetricsCSVLogger, StopOnNonFinite, StopOnSignal
 from relperf_tf.layers.pixel_embedding import EMBEDDING_TYPES
 from relperf_tf.layers.favor_kernel import KERNELS
 from relperf_tf.models import DEFAULT_HPARAMS, MODEL_NAMES, POSITION_KERNELS, build_model
@@ -314,28 +315,35 @@ def train(config, splits=None):
     hparams = dict(dataclasses.asdict(config), run_dir=run_dir, replicas=strategy.num_replicas_in_sync, parameters=model.count_params(), versions=_versions())
     hparams_path = os.path.join(run_dir, "hparams.json")
     if not (config.resume and os.path.exists(hparams_path)):
-        with open(hparams_path, "w") as f:
-            json.dump(hparams, f, indent=2)
+        atomic.write_json(hparams_path, hparams)
 
     history = MetricsCSVLogger(os.path.join(run_dir, "metrics.csv"))
     best = BestCheckpoint(os.path.join(checkpoint_dir, "best.keras"), history, config.patience)
     guard = StopOnNonFinite()
+    stop_on_signal = StopOnSignal()
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        # Two backups: a kill while one is written leaves the other loadable.
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
         guard,
         history,
         best,
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
+        stop_on_signal,  # last: raises only after the others wrote their files
     ]
     started = time.time()
-    model.fit(
-        splits.train,
-        validation_data=splits.validation,
-        epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch,
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
+    with stop_on_signal:
+        try:
+            model.fit(
+                splits.train,
+                validation_data=splits.validation,
+                epochs=config.epochs,
+                steps_per_epoch=config.steps_per_epoch,
+                callbacks=callbacks,
+                verbose=config.verbose,
+            )
+        except Interrupted as interrupted:
+            interrupted.run_dir = run_dir
+            raise
     if guard.bad_batch is not None:
         raise TrainingDivergedError(
             f"loss became NaN/Inf at batch {guard.bad_batch}; training stopped. "
@@ -347,6 +355,5 @@ def train(config, splits=None):
     model.set_weights(keras.models.load_model(best.path).get_weights())
     test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
     result = dict(test_loss=float(test_loss), test_accuracy=float(test_accuracy), best_epoch=best.best_epoch, best_val_accuracy=best.best, train_seconds=time.time() - started)
-    with open(os.path.join(run_dir, "test_metrics.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    atomic.write_json(os.path.join(run_dir, "test_metrics.json"), result)
     return dict(result, run_dir=run_dir)

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from absl import flags  # noqa: E402
 
-from relperf_tf import cli, export, runs  # noqa: E402
+from relperf_tf import atomic, cli, export, runs  # noqa: E402
 
 flags.DEFINE_string("export_dir", None, "Where to write: TF Serving's <export_dir>/<version>/ (or a .keras file with --format=keras).")
 flags.DEFINE_string("format", "saved_model", f"Output format {{{','.join(export.FORMATS)}}}.")
@@ -35,7 +35,7 @@ def main(argv):
             if os.path.exists(path):
                 raise ValueError(f"flag --export_dir: {path!r} exists; choose another path.")
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            model.save(path)
+            atomic.save_model(model, path)
         else:
             metadata = dict(model=hparams["model"], position_kernel=hparams.get("position_kernel", "favor"), run_dir=os.path.abspath(run_dir))
             test_metrics = os.path.join(run_dir, "test_metrics.json")

@@ -1,9 +1,11 @@
-"""Faults beyond flags, provoked for real: concurrent runs and exports."""
+"""Faults beyond flags, provoked for real: concurrent runs, broken files, signals."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -159,3 +161,101 @@ def test_scripts_print_the_checkpoint_error_in_one_line(tmp_path, tiny_run, scri
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0] and "Traceback" not in result.stderr
     assert not output.exists()
+
+
+def wait_for(condition, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and not condition():
+        time.sleep(0.1)
+    assert process.poll() is None, "the process ended before the signal"
+
+
+def metrics_rows(run_dir):
+    import csv
+
+    path = os.path.join(run_dir, "metrics.csv")
+    return list(csv.DictReader(open(path))) if os.path.exists(path) else []
+
+
+def test_sigterm_and_sigint_stop_training_resumably(tmp_path, fashion_mnist_dir):
+    """Each signal: exit 128 + signum within seconds, whole files, and --resume finishes the run."""
+    log_dir = str(tmp_path / "logs")
+    run_dir = os.path.join(log_dir, "default", "run")
+    args = QUICK[:-2] + ["--epochs=4", "--steps_per_epoch=60", "--noprogress_bar", f"--log_dir={log_dir}", f"--data_dir={fashion_mnist_dir}", "--version=run", "--seed=3"]
+    seen = []
+    for signum, resume in ((signal.SIGINT, []), (signal.SIGTERM, ["--resume"])):
+        process = start("train.py", args + resume)
+        wait_for(lambda: len(metrics_rows(run_dir)) > len(seen), process)  # one more epoch done
+        time.sleep(0.5)  # into the next one
+        sent = time.time()
+        process.send_signal(signum)
+        code, stderr = finish([process])[0]
+        assert code == 128 + signum, stderr[-2000:]
+        assert time.time() - sent < 30
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and signal.Signals(signum).name in errors[0] and "--resume --version=run" in errors[0]
+        rows = metrics_rows(run_dir)
+        assert rows[: len(seen)] == seen and 1 <= len(rows) < 4
+        seen = rows
+        assert os.path.exists(os.path.join(run_dir, "backup", "training_metadata.json"))
+        assert not any(name.startswith(".tmp-") for _, _, files in os.walk(run_dir) for name in files)
+    code, stderr = finish([start("train.py", args + ["--resume"])])[0]
+    assert code == 0, stderr[-2000:]
+    rows = metrics_rows(run_dir)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2", "3"] and rows[: len(seen)] == seen
+    assert os.path.exists(os.path.join(run_dir, "test_metrics.json"))
+
+
+def test_sigterm_during_export_leaves_nothing(tmp_path, tiny_run):
+    export_dir = tmp_path / "exported"
+    process = start("export.py", [tiny_run, f"--export_dir={export_dir}"])
+    wait_for(lambda: export_dir.exists() and any(n.startswith(".export-") for n in os.listdir(export_dir)), process)
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish([process])[0]
+    assert code == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "interrupted by SIGTERM" in stderr
+    assert os.listdir(export_dir) == []  # no staging directory, no version
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit_flipped"])
+def test_corrupt_prepared_data_is_one_error_and_no_run_directory(tmp_path, fashion_mnist_dir, damage):
+    import glob
+    import shutil
+
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(fashion_mnist_dir, data_dir)
+    record = glob.glob(str(data_dir / "fashion_mnist" / "*" / "fashion_mnist-train.tfrecord*"))[0]
+    content = bytearray(open(record, "rb").read())
+    if damage == "truncated":
+        content = content[: len(content) * 2 // 3]
+    else:
+        content[len(content) // 2] ^= 0x10
+    open(record, "wb").write(bytes(content))
+    log_dir = tmp_path / "logs"
+    code, stderr = finish([start("train.py", QUICK + [f"--log_dir={log_dir}", f"--data_dir={data_dir}"])])[0]
+    assert code == 3, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is corrupt" in errors[0] and os.path.dirname(record) in errors[0] and "delete" in errors[0]
+    assert not log_dir.exists()
+
+
+def test_debian_file_with_a_wrong_checksum_leaves_nothing_prepared(tmp_path, monkeypatch):
+    import shutil
+
+    import tensorflow_datasets as tfds
+
+    from relperf_tf import data
+
+    debian = tmp_path / "debian"
+    shutil.copytree(data.DEBIAN_FASHION_MNIST, debian)
+    name = "t10k-labels-idx1-ubyte.gz"
+    content = bytearray((debian / name).read_bytes())
+    content[-20] ^= 0x01
+    (debian / name).write_bytes(bytes(content))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(debian))  # where the source files are read from
+    data_dir = tmp_path / "tfds"
+    with pytest.raises(data.DataUnavailableError) as error:
+        data.prepare("fashion_mnist", str(data_dir))
+    assert "checksum" in str(error.value) and "\n" not in str(error.value)
+    assert not tfds.builder("fashion_mnist", data_dir=str(data_dir)).is_prepared()
+    assert not [f for _, _, files in os.walk(data_dir) for f in files if ".tfrecord" in f]
