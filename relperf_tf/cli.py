@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import errno
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from relperf_tf.training import PRESETS, STRATEGIES, TrainConfig
 EXIT_BAD_INPUT = 2
 EXIT_NO_DATA = 3
 EXIT_DIVERGED = 4
+EXIT_FILE_SYSTEM = 5
 EXIT_SIGNAL_BASE = 128  # + the signal number, as shells report a killed process
 
 
@@ -75,9 +77,11 @@ def require(*names):
 
 @contextlib.contextmanager
 def errors_to_exit_codes():
-    """Bad input → exit 2, missing data → 3, diverged training → 4; one `error:` line each."""
+    """Bad input → exit 2, missing or corrupt data → 3, diverged training → 4,
+    a file that cannot be written (full disk) → 5, SIGTERM/SIGINT → 128 + signum;
+    one `error:` line each."""
     from relperf_tf.callbacks import Interrupted
-    from relperf_tf.training import TrainingDivergedError
+    from relperf_tf.training import RunWriteError, TrainingDivergedError
 
     try:
         yield
@@ -91,6 +95,23 @@ def errors_to_exit_codes():
         run_dir = getattr(error, "run_dir", None)
         hint = f"; the last finished epoch is kept in {run_dir}: continue with --resume --version={os.path.basename(run_dir)}" if run_dir else ""
         fail(f"{error}{hint}.", EXIT_SIGNAL_BASE + error.signum)
+    except RunWriteError as error:
+        fail(error, EXIT_FILE_SYSTEM)
+    except OSError as error:
+        fail(f"file system error: {_first_line(error)}", EXIT_FILE_SYSTEM)
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        fail(f"file system error: {_first_line(error)}", EXIT_FILE_SYSTEM)
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def is_disk_full(error):
+    """Whether `error` (OSError, or a TensorFlow error from a file op) reports a full disk."""
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
 
 
 def fail(message, code=EXIT_BAD_INPUT):

@@ -102,6 +102,10 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or Inf."""
 
 
+class RunWriteError(RuntimeError):
+    """A file of the run directory could not be written (e.g. the disk is full)."""
+
+
 def resolve_config(model, dataset, preset=None, **explicit):
     """Defaults < preset < explicit settings; then validated."""
     if preset is not None and preset not in PRESETS:
@@ -344,6 +348,14 @@ def train(config, splits=None):
         except Interrupted as interrupted:
             interrupted.run_dir = run_dir
             raise
+        except Exception as error:
+            if not (isinstance(error, OSError) or "No space left on device" in str(error)):
+                raise
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise RunWriteError(
+                f"cannot write to {run_dir} ({reason}); the last finished epoch is kept: "
+                f"free space, then continue with --resume --version={os.path.basename(run_dir)}"
+            ) from None
     if guard.bad_batch is not None:
         raise TrainingDivergedError(
             f"loss became NaN/Inf at batch {guard.bad_batch}; training stopped. "

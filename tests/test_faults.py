@@ -259,3 +259,59 @@ def test_debian_file_with_a_wrong_checksum_leaves_nothing_prepared(tmp_path, mon
     assert "checksum" in str(error.value) and "\n" not in str(error.value)
     assert not tfds.builder("fashion_mnist", data_dir=str(data_dir)).is_prepared()
     assert not [f for _, _, files in os.walk(data_dir) for f in files if ".tfrecord" in f]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs (needs root or CAP_SYS_ADMIN: skipped with the reason otherwise)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip() or 'mount failed'}): the full-disk case needs root")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(directory):
+    """Writes zeros into `directory` until the disk is full."""
+    with open(os.path.join(directory, "filler"), "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_full_disk_stops_training_with_the_last_checkpoint_whole(small_disk, fashion_mnist_dir):
+    import keras
+
+    log_dir = small_disk / "logs"
+    run_dir = log_dir / "default" / "run"
+    best = run_dir / "checkpoints" / "best.keras"
+    process = start("train.py", QUICK[:-2] + ["--epochs=3", "--steps_per_epoch=40", "--noprogress_bar", f"--log_dir={log_dir}", f"--data_dir={fashion_mnist_dir}", "--version=run"])
+    wait_for(lambda: len(metrics_rows(str(run_dir))) >= 1 and best.exists(), process)
+    fill(small_disk)
+    code, stderr = finish([process])[0]
+    assert code == 5, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and str(run_dir) in errors[0], stderr[-3000:]
+    assert "Traceback" not in stderr
+    os.remove(small_disk / "filler")
+    rows = metrics_rows(str(run_dir))
+    assert len(rows) >= 1 and all(row["val_accuracy"] for row in rows)  # no torn last line
+    keras.models.load_model(best)  # the last best checkpoint is whole
+    assert not [f for _, _, files in os.walk(run_dir) for f in files if f.startswith(".tmp-")]
+
+
+def test_full_disk_export_leaves_no_version(small_disk, tiny_run):
+    fill(small_disk)
+    os.remove(small_disk / "filler")
+    with open(small_disk / "filler", "wb") as f:  # leave ~100 KB: the export starts, then runs out
+        f.write(b"\0" * (16 * 2**20 - 100 * 2**10))
+    code, stderr = finish([start("export.py", [tiny_run, f"--export_dir={small_disk / 'exported'}"])])[0]
+    assert code == 5, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], stderr[-3000:]
+    assert os.listdir(small_disk / "exported") == []
