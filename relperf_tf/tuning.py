@@ -6,13 +6,14 @@ drawn as one choice among valid pairs, so a trial never gets dim % heads ≠ 0.
 
 import csv
 import dataclasses
-import json
+import io
 import os
 
 import keras
 import keras_tuner as kt
 import tensorflow as tf
 
+from relperf_tf import atomic
 from relperf_tf import data as data_lib
 from relperf_tf import training
 
@@ -110,10 +111,11 @@ def trial_rows(tuner):
 
 def write_summary(rows, path):
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, text.getvalue())
 
 
 def search(base_config, tuner_name, max_trials, max_epochs, tuner_dir, project_name, overwrite=False, load_splits=None, dims=DIM_CHOICES, heads=HEADS_CHOICES, export_dir=None):
@@ -149,12 +151,11 @@ def search(base_config, tuner_name, max_trials, max_epochs, tuner_dir, project_n
     project = os.path.join(tuner_dir, project_name)
     best_hp = tuner.get_best_hyperparameters(1)[0]
     best_config = hypermodel.trial_config(best_hp)
-    with open(os.path.join(project, "best_hyperparameters.json"), "w") as f:
-        json.dump(dict(hyperparameters=best_hp.values, config=dataclasses.asdict(best_config)), f, indent=2)
+    atomic.write_json(os.path.join(project, "best_hyperparameters.json"), dict(hyperparameters=best_hp.values, config=dataclasses.asdict(best_config)))
     rows = trial_rows(tuner)
     write_summary(rows, os.path.join(project, "trials.csv"))
     best_model = tuner.get_best_models(1)[0]
-    best_model.save(os.path.join(project, "best.keras"))
+    atomic.save_model(best_model, os.path.join(project, "best.keras"))
     exported = None
     if export_dir:
         from relperf_tf import export

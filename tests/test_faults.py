@@ -315,3 +315,25 @@ def test_full_disk_export_leaves_no_version(small_disk, tiny_run):
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "No space left on device" in errors[0], stderr[-3000:]
     assert os.listdir(small_disk / "exported") == []
+
+
+def test_sigterm_during_a_trial_is_never_counted_as_done(tmp_path, fashion_mnist_dir):
+    """Keras Tuner keeps the interrupted trial RUNNING in its saved state and runs it again on resume."""
+    tuner_dir = tmp_path / "tuning"
+    args = ["--model=Performer", "--dataset=fashion_mnist", f"--data_dir={fashion_mnist_dir}", f"--tuner_dir={tuner_dir}", "--project_name=p",
+            "--max_trials=2", "--max_epochs=1", "--steps_per_epoch=200", "--dims=8", "--head_counts=2", "--nb_features=4", "--depth=1", "--batch_size=16", "--seed=0"]
+    process = start("tune.py", args)
+    trial = tuner_dir / "p" / "trial_0" / "trial.json"
+    wait_for(trial.exists, process)
+    time.sleep(3)  # inside the trial's training
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish([process])[0]
+    assert code == 128 + signal.SIGTERM, stderr[-2000:]
+    assert json.load(open(trial))["status"] == "RUNNING"
+    assert not (tuner_dir / "p" / "trials.csv").exists() and not (tuner_dir / "p" / "best.keras").exists()
+    code, stderr = finish([start("tune.py", [a for a in args if not a.startswith("--steps_per_epoch")] + ["--steps_per_epoch=5"])])[0]
+    assert code == 0, stderr[-2000:]
+    import csv
+
+    rows = list(csv.DictReader(open(tuner_dir / "p" / "trials.csv")))
+    assert sorted(row["trial_id"] for row in rows) == ["0", "1"] and {row["status"] for row in rows} == {"COMPLETED"}
