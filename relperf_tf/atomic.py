@@ -6,6 +6,7 @@ directory is atomic on POSIX file systems.
 """
 
 import contextlib
+import errno
 import json
 import os
 
@@ -45,3 +46,8 @@ def save_model(model, path):
     """`model.save(path)` (a `.keras` file) through a temporary file."""
     with replacing(path, suffix=".keras") as tmp:
         model.save(tmp)
+
+
+def is_disk_full(error):
+    """Whether `error` (OSError, or a TensorFlow/HDF5 error from a file op) reports a full disk."""
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)

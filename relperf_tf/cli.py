@@ -2,13 +2,13 @@
 
 import contextlib
 import dataclasses
-import errno
 import os
 import signal
 import sys
 
 from absl import app, flags, logging
 
+from relperf_tf import atomic
 from relperf_tf import data as data_lib
 from relperf_tf.layers.favor_kernel import KERNELS
 from relperf_tf.layers.pixel_embedding import EMBEDDING_TYPES
@@ -100,18 +100,13 @@ def errors_to_exit_codes():
     except OSError as error:
         fail(f"file system error: {_first_line(error)}", EXIT_FILE_SYSTEM)
     except Exception as error:
-        if not is_disk_full(error):
+        if not atomic.is_disk_full(error):
             raise
         fail(f"file system error: {_first_line(error)}", EXIT_FILE_SYSTEM)
 
 
 def _first_line(error):
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-
-
-def is_disk_full(error):
-    """Whether `error` (OSError, or a TensorFlow error from a file op) reports a full disk."""
-    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
 
 
 def fail(message, code=EXIT_BAD_INPUT):

@@ -349,7 +349,7 @@ def train(config, splits=None):
             interrupted.run_dir = run_dir
             raise
         except Exception as error:
-            if not (isinstance(error, OSError) or "No space left on device" in str(error)):
+            if not (isinstance(error, OSError) or atomic.is_disk_full(error)):
                 raise
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise RunWriteError(
