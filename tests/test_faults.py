@@ -177,13 +177,13 @@ def metrics_rows(run_dir):
     return list(csv.DictReader(open(path))) if os.path.exists(path) else []
 
 
-def test_sigterm_and_sigint_stop_training_resumably(tmp_path, fashion_mnist_dir):
-    """Each signal: exit 128 + signum within seconds, whole files, and --resume continues after the kept epochs."""
+def test_sigterm_stops_training_resumably(tmp_path, fashion_mnist_dir):
+    """SIGTERM: exit 143 within seconds, whole files, the backup kept for --resume (SIGINT takes the same path)."""
     log_dir = str(tmp_path / "logs")
     run_dir = os.path.join(log_dir, "default", "run")
     args = QUICK[:-2] + ["--epochs=4", "--steps_per_epoch=60", "--noprogress_bar", f"--log_dir={log_dir}", f"--data_dir={fashion_mnist_dir}", "--version=run", "--seed=3"]
     seen = []
-    for signum, resume in ((signal.SIGINT, []), (signal.SIGTERM, ["--resume"])):
+    for signum, resume in ((signal.SIGTERM, []),):
         process = start("train.py", args + resume)
         wait_for(lambda: len(metrics_rows(run_dir)) > len(seen), process)  # one more epoch done
         time.sleep(0.5)  # into the next one
@@ -200,6 +200,21 @@ def test_sigterm_and_sigint_stop_training_resumably(tmp_path, fashion_mnist_dir)
         assert os.path.exists(os.path.join(run_dir, "backup", "training_metadata.json"))
         assert not any(name.startswith(".tmp-") for _, _, files in os.walk(run_dir) for name in files)
     # (that --resume then finishes the run is test_train_cli.test_resume_after_sigkill's part)
+
+
+def test_sigint_is_recorded_and_raised_between_batches_and_twice_stops_at_once():
+    from relperf_tf.callbacks import Interrupted, StopOnSignal
+
+    with StopOnSignal() as stop:
+        stop.on_epoch_begin(2)
+        stop.on_train_batch_end(0)  # nothing received: goes on
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.received == signal.SIGINT  # recorded, not raised inside the step
+        with pytest.raises(Interrupted, match="SIGINT during epoch 3"):
+            stop.on_train_batch_end(1)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is not stop._handle  # the previous handler is back
 
 
 def test_sigterm_during_export_leaves_nothing(tmp_path, tiny_run):
