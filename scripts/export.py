@@ -29,7 +29,7 @@ def main(argv):
         if not os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras")):
             raise ValueError(f"RUN_DIR {run_dir!r} has no checkpoints/best.keras; pass a finished run directory.")
         hparams = runs.load_hparams(run_dir)
-        model = runs.load_best_model(run_dir)
+        model = runs.load_best_model(run_dir, hparams)
         if FLAGS.format == "keras":
             path = FLAGS.export_dir if FLAGS.export_dir.endswith(".keras") else os.path.join(FLAGS.export_dir, "model.keras")
             if os.path.exists(path):
