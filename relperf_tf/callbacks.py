@@ -21,13 +21,14 @@ class MetricsCSVLogger(keras.callbacks.Callback):
     list) and drops any later row, so the file has no gap and no duplicate.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, initial_epoch=None):
         super().__init__()
         self.path = path
+        self.initial_epoch = initial_epoch  # None: the epoch BackupAndRestore resumes from
         self.rows = []
 
     def on_train_begin(self, logs=None):
-        start = getattr(self.model, "_initial_epoch", None) or 0
+        start = self.initial_epoch if self.initial_epoch is not None else getattr(self.model, "_initial_epoch", None) or 0
         rows = []
         if os.path.exists(self.path):
             with open(self.path, newline="") as f:
@@ -107,8 +108,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
 class Interrupted(Exception):
     """Training stopped by SIGTERM/SIGINT at a point where every file is whole."""
 
-    def __init__(self, signum, epoch):
-        self.signum, self.epoch = signum, epoch
+    def __init__(self, signum, epoch, run_dir=None):
+        self.signum, self.epoch, self.run_dir = signum, epoch, run_dir
         super().__init__(f"interrupted by {signal.Signals(signum).name} during epoch {epoch + 1}")
 
 

@@ -20,6 +20,7 @@ EXIT_BAD_INPUT = 2
 EXIT_NO_DATA = 3
 EXIT_DIVERGED = 4
 EXIT_FILE_SYSTEM = 5
+EXIT_WORKER_LOST = 6
 EXIT_SIGNAL_BASE = 128  # + the signal number, as shells report a killed process
 
 
@@ -78,9 +79,11 @@ def require(*names):
 @contextlib.contextmanager
 def errors_to_exit_codes():
     """Bad input → exit 2, missing or corrupt data → 3, diverged training → 4,
-    a file that cannot be written (full disk) → 5, SIGTERM/SIGINT → 128 + signum;
+    a file that cannot be written (full disk) → 5, another worker of a
+    multi-worker run lost → 6, SIGTERM/SIGINT → 128 + signum;
     one `error:` line each."""
     from relperf_tf.callbacks import Interrupted
+    from relperf_tf.multi_worker import WorkerLostError
     from relperf_tf.training import RunWriteError, TrainingDivergedError
 
     try:
@@ -97,6 +100,8 @@ def errors_to_exit_codes():
         fail(f"{error}{hint}.", EXIT_SIGNAL_BASE + error.signum)
     except RunWriteError as error:
         fail(error, EXIT_FILE_SYSTEM)
+    except WorkerLostError as error:
+        fail(f"lost contact with another worker ({error}); training stopped. Restart every worker with --resume --version=<the chief's run>.", EXIT_WORKER_LOST)
     except OSError as error:
         fail(f"file system error: {_first_line(error)}", EXIT_FILE_SYSTEM)
     except Exception as error:

@@ -18,13 +18,14 @@ import tensorflow as tf
 
 from relperf_tf import atomic
 from relperf_tf import data as data_lib
+from relperf_tf import multi_worker
 from relperf_tf.callbacks import BestCheckpoint, Interrupted, MetricsCSVLogger, StopOnNonFinite, StopOnSignal
 from relperf_tf.layers.pixel_embedding import EMBEDDING_TYPES
 from relperf_tf.layers.favor_kernel import KERNELS
 from relperf_tf.models import DEFAULT_HPARAMS, MODEL_NAMES, POSITION_KERNELS, build_model
 from relperf_tf.schedules import SCHEDULES, WarmupSchedule
 
-STRATEGIES = ("auto", "mirrored", "default")
+STRATEGIES = ("auto", "mirrored", "default", "multi_worker")
 PRESETS = {
     # A CPU budget of about 5 minutes on 2 cores (make demo runs it with the
     # circular exact factor, m = 1 and one epoch of 1 500 steps): 2 blocks at dim 32 (the relative
@@ -189,8 +190,11 @@ def split_cpu(replicas):
 
 
 def make_strategy(name, cpu_replicas=1):
-    """`default`, `mirrored` (all GPUs, else the logical CPUs) or `auto` (mirrored with > 1 device)."""
-    _choice("strategy", name, STRATEGIES)
+    """`default`, `mirrored` (all GPUs, else the logical CPUs) or `auto` (mirrored with > 1 device).
+
+    `multi_worker` has its own training loop (`multi_worker.train`).
+    """
+    _choice("strategy", name, STRATEGIES[:3])
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")
     devices = [d.name for d in gpus] or [d.name for d in cpus[:max(cpu_replicas, 1)]]
@@ -265,6 +269,16 @@ def plan_run_dir(config):
     return run_dir
 
 
+def check_run(config):
+    """Fails on a bad --log_dir/--version (or TF_CONFIG) before any work; creates nothing."""
+    if config.strategy == "multi_worker":
+        cluster = multi_worker.read_cluster()
+        multi_worker.check_config(config, cluster)
+        if not cluster.is_chief:
+            return  # only the chief writes the run directory
+    plan_run_dir(config)
+
+
 def claim_run_dir(config):
     """Creates the run directory and returns it; safe against concurrent runs.
 
@@ -304,6 +318,8 @@ def train(config, splits=None):
             from TFDS when None.
     """
     validate_config(config)
+    if config.strategy == "multi_worker":
+        return multi_worker.train(config, splits)
     if config.seed is None:
         config.seed = random.randrange(2**31)
     plan_run_dir(config)  # fail on a bad --log_dir/--version before any work

@@ -31,7 +31,7 @@ def main(argv):
     with cli.errors_to_exit_codes():
         cli.require("model", "dataset")
         config = training.resolve_config(FLAGS.model, FLAGS.dataset, FLAGS.preset, **{**cli.explicit_settings(), "log_dir": FLAGS.log_dir, "exp_name": FLAGS.exp_name, "version": FLAGS.version, "resume": FLAGS.resume, "verbose": 1 if FLAGS.progress_bar else 2})
-        training.plan_run_dir(config)
+        training.check_run(config)
         training.split_cpu(config.cpu_replicas)
         result = training.train(config)
     print(json.dumps(result, indent=2))

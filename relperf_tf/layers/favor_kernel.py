@@ -116,20 +116,25 @@ class FavorKernel(keras.layers.Layer):
         self.query_dim = dim
         self.resolved_nb_features = int(self.nb_features or default_nb_features(dim))
         if self.uses_projection:
-            self.projection = self.add_weight(
-                name="projection",
-                shape=(self.resolved_nb_features, dim),
-                initializer=lambda shape, dtype=None: self.draw(0),
-                trainable=False,
-                aggregation="only_first_replica",
+            self.projection = self._replica_local_weight(
+                "projection", (self.resolved_nb_features, dim), self.variable_dtype,
+                lambda shape, dtype=None: self.draw(0),
             )
-            self.step = self.add_weight(
-                name="step",
-                shape=(),
-                dtype="int64",
-                initializer="zeros",
-                trainable=False,
-                aggregation="only_first_replica",
+            self.step = self._replica_local_weight("step", (), "int64", "zeros")
+
+    def _replica_local_weight(self, name, shape, dtype, initializer):
+        """A non-trainable weight that every replica updates itself.
+
+        The redraw state is a pure function of the step, so each replica
+        computes the same value: `on_read` synchronization lets a replica
+        assign it without a cross-replica `merge_call` (which a compiled step
+        nested in `strategy.run`, as in the multi-worker loop, cannot make);
+        reads outside replicas (saving, export) take the first replica's.
+        """
+        with keras.name_scope(self.name, caller=self):
+            return keras.Variable(
+                initializer, shape=shape, dtype=dtype, trainable=False,
+                aggregation="only_first_replica", synchronization="on_read", name=name,
             )
 
     def draw(self, draw_index):
