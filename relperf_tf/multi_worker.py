@@ -318,6 +318,7 @@ def train(config, splits=None, environ=None):
             hparams = dict(dataclasses.asdict(config), run_dir=run_dir, replicas=strategy.num_replicas_in_sync, workers=list(cluster.workers), parameters=model.count_params(), versions=training._versions())
             atomic.write_json(hparams_path, hparams)
         result = _fit(config, strategy, cluster, model, splits, run_dir, checkpoint_dir, manager, epoch_var, start_epoch, (MetricsCSVLogger, BestCheckpoint, StopOnSignal, Interrupted))
+        shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)  # finished: as BackupAndRestore, no backup left
     finally:
         if not cluster.is_chief:
             shutil.rmtree(run_dir, ignore_errors=True)

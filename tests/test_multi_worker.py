@@ -150,6 +150,7 @@ def test_two_workers_on_loopback_survive_a_kill_and_match_one_process(tmp_path, 
     assert chief["run_dir"] == run_dir and other["run_dir"] is None
     for name in ("hparams.json", "metrics.csv", "test_metrics.json", os.path.join("checkpoints", "best.keras"), "tensorboard"):
         assert os.path.exists(os.path.join(run_dir, name)), name
+    assert not os.path.exists(os.path.join(run_dir, "backup"))  # finished runs keep no backup, as with fit
     workers = json.load(open(os.path.join(run_dir, "hparams.json")))["workers"]
     assert len(workers) == 2 and all(w.startswith("127.0.0.1:") for w in workers)
     rows = _rows(run_dir)
