@@ -172,7 +172,7 @@ def test_two_workers_on_loopback_survive_a_kill_and_match_one_process(tmp_path, 
 
 
 def test_a_diverging_run_stops_every_worker_with_exit_4(tmp_path, fashion_mnist_dir):
-    args = RUN + [f"--log_dir={tmp_path / 'logs'}", f"--data_dir={fashion_mnist_dir}", "--epochs=1", "--learning_rate=1e30", "--schedule=constant", "--warmup=0"]
+    args = RUN + [f"--log_dir={tmp_path / 'logs'}", f"--data_dir={fashion_mnist_dir}", "--epochs=1", "--steps_per_epoch=3", "--nojit_compile", "--learning_rate=1e30", "--schedule=constant", "--warmup=0"]
     processes = _start_workers(args, str(tmp_path), "nan")
     codes = [p.wait(timeout=300) for p in processes]
     assert codes == [4, 4], [_output(str(tmp_path), "nan", i)[-3000:] for i in range(2)]
