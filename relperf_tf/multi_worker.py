@@ -44,6 +44,7 @@ import tensorflow as tf
 
 from relperf_tf import atomic
 from relperf_tf import data as data_lib
+from relperf_tf.callbacks import BestCheckpoint, Interrupted, MetricsCSVLogger, StopOnSignal
 
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
 # Settings that one process per worker cannot honour.
@@ -150,8 +151,8 @@ def agree(strategy, values, what, hint="start every worker with the same flags")
 
 
 def _settings_fingerprint(config):
-    """A checksum of the settings every worker must share (all but the seed and verbosity)."""
-    shared = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "verbose")}
+    """A checksum of the settings every worker must share (all but verbosity; the seed too, set or not)."""
+    shared = {k: v for k, v in dataclasses.asdict(config).items() if k != "verbose"}
     return zlib.crc32(json.dumps(shared, sort_keys=True, default=str).encode()) & 0x7FFFFFFF
 
 
@@ -276,8 +277,7 @@ def _copy_chief_files(chief_dir, run_dir):
 
 def train(config, splits=None, environ=None):
     """`training.train` for one worker of a MultiWorkerMirroredStrategy cluster."""
-    from relperf_tf import training
-    from relperf_tf.callbacks import BestCheckpoint, Interrupted, MetricsCSVLogger, StopOnSignal
+    from relperf_tf import training  # (training imports this module)
 
     cluster = read_cluster(environ)
     check_config(config, cluster)
@@ -286,10 +286,8 @@ def train(config, splits=None, environ=None):
     strategy = make_strategy()
     with _collectives_guard():
         agree(strategy, [_settings_fingerprint(config)], "the settings (a checksum of their flags)")
-        seed = config.seed if config.seed is not None else (random.randrange(2**31) if cluster.is_chief else 0)
         if config.seed is None:  # the chief's draw, for everyone
-            seed = int(_all_reduce(strategy, [float(seed)])[0])
-        config.seed = agree(strategy, [seed], "--seed")[0]
+            config.seed = int(_all_reduce(strategy, [float(random.randrange(2**31) if cluster.is_chief else 0)])[0])
     keras.utils.set_random_seed(config.seed)
     if splits is None:
         splits = data_lib.load(config.dataset, config.batch_size, config.embedding_type, config.seed, config.data_dir)
@@ -317,7 +315,7 @@ def train(config, splits=None, environ=None):
         if not (config.resume and os.path.exists(hparams_path)):
             hparams = dict(dataclasses.asdict(config), run_dir=run_dir, replicas=strategy.num_replicas_in_sync, workers=list(cluster.workers), parameters=model.count_params(), versions=training._versions())
             atomic.write_json(hparams_path, hparams)
-        result = _fit(config, strategy, cluster, model, splits, run_dir, checkpoint_dir, manager, epoch_var, start_epoch, (MetricsCSVLogger, BestCheckpoint, StopOnSignal, Interrupted))
+        result = _fit(config, strategy, cluster, model, splits, run_dir, checkpoint_dir, manager, epoch_var, start_epoch)
         shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)  # finished: as BackupAndRestore, no backup left
     finally:
         if not cluster.is_chief:
@@ -325,10 +323,9 @@ def train(config, splits=None, environ=None):
     return dict(result, run_dir=run_dir if cluster.is_chief else None, worker=cluster.index)
 
 
-def _fit(config, strategy, cluster, model, splits, run_dir, checkpoint_dir, manager, epoch_var, start_epoch, classes):
+def _fit(config, strategy, cluster, model, splits, run_dir, checkpoint_dir, manager, epoch_var, start_epoch):
+    """The epochs, then the test of the best weights (written by every worker into its `run_dir`)."""
     from relperf_tf import training
-
-    MetricsCSVLogger, BestCheckpoint, StopOnSignal, Interrupted = classes
     steps_per_epoch = config.steps_per_epoch or int(splits.train.cardinality())
     if steps_per_epoch < 1:
         raise ValueError("the training split's size is unknown; set --steps_per_epoch.")
