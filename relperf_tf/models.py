@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from relperf_tf.direct_steps import DirectXlaSteps
 from relperf_tf.layers import (
     ClassToken,
     ClippedRelativeAttention,
@@ -93,7 +94,7 @@ def _check_positive_int(name, value, minimum=1):
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
-class PerformerClassifier(keras.Model):
+class PerformerClassifier(DirectXlaSteps, keras.Model):
     """Image classifier: pixels as tokens, class token, FAVOR+ blocks, linear head.
 
     Images `[batch, H, W, C]` → logits `[batch, num_classes]`. Build it with

@@ -1,0 +1,62 @@
+"""`fit` and `evaluate` steps that call the XLA-compiled step directly.
+
+Keras 3's TensorFlow trainer runs every step as a graph (`tf.function`) that
+takes the batch from the iterator and calls the XLA-compiled step inside it.
+On CPU that nesting made our training step 1.46× slower than calling the very
+same compiled step directly (Performer, reference config, batch 16, 2-core
+AMD EPYC Zen 3: 1 771 vs 1 215 ms; a compiled step nested in any outer
+`tf.function` showed it, with or without the iterator). `DirectXlaSteps`
+takes the batch eagerly and calls the compiled step, which computes exactly
+what Keras' would (`distribute_strategy.run(train_step)`).
+
+It applies where Keras would compile one step per call on one replica:
+`jit_compile` on, not `run_eagerly`, `steps_per_execution == 1`, one replica
+in sync; everywhere else Keras' own functions run unchanged.
+"""
+
+import tensorflow as tf
+
+
+def uses_direct_steps(model):
+    """Whether `model`'s train and test functions are the direct ones."""
+    return (model.jit_compile is True and not model.run_eagerly and model.steps_per_execution == 1
+            and model.distribute_strategy.num_replicas_in_sync == 1)
+
+
+def direct_step_function(model, step):
+    """`function(iterator)`: the next batch, taken eagerly, through `step` compiled with XLA.
+
+    Raises StopIteration (or OutOfRangeError) at the end of the data, which
+    Keras' epoch iterator turns into the end of the epoch.
+    """
+
+    @tf.autograph.experimental.do_not_convert
+    def one_step_on_data(data):
+        return model.distribute_strategy.run(step, args=(data,))
+
+    compiled = tf.function(one_step_on_data, reduce_retracing=True, jit_compile=True)
+
+    def function(iterator):
+        return compiled(next(iterator))
+
+    return function
+
+
+class DirectXlaSteps:
+    """Mixin for `keras.Model` subclasses (place it before `keras.Model`): direct train and test steps where they apply."""
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        if not uses_direct_steps(self):
+            return super().make_train_function(force)
+        self.train_function = direct_step_function(self, self.train_step)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        if not uses_direct_steps(self):
+            return super().make_test_function(force)
+        self.test_function = direct_step_function(self, self.test_step)
+        return self.test_function
