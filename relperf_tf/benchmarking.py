@@ -217,7 +217,20 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
     the same machine state; each reports the median of `repeats` windows, and
     their ratio is the overhead of `fit`.
     Inference: repeats windows of window_steps calls of the compiled forward.
+    Serving: `time_serving` (the exported signature; image_size is the
+    serving dataset's, jit_compile must be False: TF Serving runs the graph).
     """
+    if mode == "serve":
+        if jit_compile or image_size != serving_image_size():
+            raise ValueError(f"serve rows run the exported {SERVING_DATASET} signature: image_size={serving_image_size()}, jit_compile=False.")
+        step, times, extra = time_serving(model_name, batch_size, repeats, window_steps, **hparams)
+    else:
+        step, times, extra = _time_model(model_name, mode, image_size, batch_size, jit_compile, repeats, window_steps, warmup, **hparams)
+    return _measurements(model_name, mode, image_size, batch_size, jit_compile, step, times, hparams, extra, repeats)
+
+
+def _time_model(model_name, mode, image_size, batch_size, jit_compile, repeats, window_steps, warmup, **hparams):
+    """Median seconds per step, the windows, and extra fields of a train or infer row."""
     model = build(model_name, image_size, batch_size, jit_compile, **hparams)
     images = np.random.default_rng(0).random((batch_size, image_size, image_size, 1)).astype("float32")
     labels = np.arange(batch_size) % 10
@@ -257,6 +270,11 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
             out.numpy()
             times.append((time.perf_counter() - start) / window_steps)
         step = statistics.median(times)
+    return step, times, extra
+
+
+def _measurements(model_name, mode, image_size, batch_size, jit_compile, step, times, hparams, extra, repeats):
+    """A result row: the timing, FLOP rate against this process's matmul peak, memory, and (content-only models) the GEMM floor."""
     # Read before the peak and floor measurements allocate their operands.
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     dim, depth, heads = hparams.get("dim", 128), hparams.get("depth", 4), hparams.get("heads", 4)
@@ -264,7 +282,7 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
     flops = forward_flops(model_name, image_size, dim, depth, heads, hparams.get("nb_features"), position_kernel=position_kernel)
     flops_per_step = flops * batch_size * (3 if mode == "train" else 1)
     peak = matmul_peak_gflops()
-    if model_name in FLOOR_MODELS:
+    if model_name in FLOOR_MODELS and mode != "serve":
         m = resolved_nb_features(model_name, dim, heads, hparams.get("nb_features"))
         floor = gemm_floor(step_gemms(mode, image_size, batch_size, dim, depth, heads, m), repeats)
         extra.update(gemm_floor_ms=1e3 * floor["fp32"], gemm_floor_bf16_ms=1e3 * floor["bf16"], gemm_gflop=floor["gflop"])
@@ -276,6 +294,58 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
         fraction_of_peak=achieved / peak, peak_rss_gb=peak_rss_gb,
         step_times_ms=[1e3 * t for t in times], **extra,
     )
+
+
+# The dataset whose export signature the `serve` mode times (uint8 28×28×1 in,
+# resized to the model's 32×32 inside the graph), as the shipped models serve.
+SERVING_DATASET = "fashion_mnist"
+
+
+def serving_image_size():
+    """The model-side image size of a `serve` row (the dataset's, fixed)."""
+    from relperf_tf import data as data_lib
+
+    return data_lib.get_spec(SERVING_DATASET).image_shape[0]
+
+
+def time_serving(model_name, batch_size, repeats=5, window_steps=3, latency_calls=200, **hparams):
+    """The exported SavedModel's `serving_default` (what TF Serving runs), loaded back in this process.
+
+    Batch 1: `latency_calls` single-image calls after a warm-up, each timed →
+    p50 and p99 latency. Batch `batch_size`: the median of `repeats` windows
+    of `window_steps` calls → images/s. uint8 images in, float32
+    probabilities out, whatever runs inside.
+    """
+    import tempfile
+
+    from relperf_tf import data as data_lib
+    from relperf_tf import export
+
+    spec = data_lib.get_spec(SERVING_DATASET)
+    model = build(model_name, spec.image_shape[0], batch_size, False, **hparams)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        version = export.export_saved_model(model, SERVING_DATASET, model.embedding.embedding_type, folder)
+        serve = tf.saved_model.load(version).signatures["serving_default"]
+        one = tf.constant(rng.integers(0, 256, (1,) + spec.native_shape, dtype=np.uint8))
+        many = tf.constant(rng.integers(0, 256, (batch_size,) + spec.native_shape, dtype=np.uint8))
+        for _ in range(10):
+            serve(images=one)["probabilities"].numpy()
+        latencies = []
+        for _ in range(latency_calls):
+            start = time.perf_counter()
+            serve(images=one)["probabilities"].numpy()
+            latencies.append(time.perf_counter() - start)
+        serve(images=many)["probabilities"].numpy()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(window_steps):
+                out = serve(images=many)["probabilities"]
+            out.numpy()
+            times.append((time.perf_counter() - start) / window_steps)
+    p50, p99 = np.percentile(latencies, [50, 99])
+    return statistics.median(times), times, dict(latency_p50_ms=1e3 * float(p50), latency_p99_ms=1e3 * float(p99), latency_calls=latency_calls)
 
 
 def approximation_errors(query, key, value, features=(16, 32, 64, 128, 256, 512), draws=5):

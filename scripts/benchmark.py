@@ -21,13 +21,13 @@ from relperf_tf.models import POSITION_KERNELS, display_name  # noqa: E402
 
 flags.DEFINE_list("models", list(benchmarking.BENCH_MODELS), f"Any of {','.join(benchmarking.BENCH_MODELS)}.")
 flags.DEFINE_list("image_sizes", ["32"], "Image sizes to sweep (tokens = size² + 1), e.g. 16,32,64,128.")
-flags.DEFINE_list("modes", ["train", "infer"], "train (forward+backward+Adam) and/or infer.")
+flags.DEFINE_list("modes", ["train", "infer"], "Any of train (forward+backward+Adam), infer (the model's forward) and serve (the exported SavedModel's serving_default: batch-1 p50/p99 latency and batch throughput; 32 px only, never XLA).")
 flags.DEFINE_string("preset", "reference", "Model size preset {reference,paper,tiny}; --dim/--depth/--heads override.")
 flags.DEFINE_integer("dim", None, "Token width.")
 flags.DEFINE_integer("depth", None, "Blocks.")
 flags.DEFINE_integer("heads", None, "Heads.")
 flags.DEFINE_integer("nb_features", None, "Random features m of every FAVOR+ model (default: each model's int(d·ln d) of its query width d; the issue's reference config uses 110).")
-flags.DEFINE_integer("batch_size", None, "Batch size (default: 16 train, 128 infer; 4 at >= 128 px).")
+flags.DEFINE_integer("batch_size", None, "Batch size (default: 16 train, 128 infer and serve; 4 at >= 128 px).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the steps.")
 flags.DEFINE_string("position_kernel", "favor", "RelativePerformer's positional logits {favor,exact,circular} (rows are labelled with it).")
 flags.DEFINE_boolean("remat", False, "Recompute activations in the backward pass (the models' remat option).")
@@ -40,6 +40,7 @@ flags.DEFINE_string("output", os.path.join(REPO, "docs", "benchmarks.json"), "Re
 flags.DEFINE_string("report", os.path.join(REPO, "docs", "benchmarks.md"), "Markdown report to render.")
 flags.DEFINE_string("child", None, "internal: run one configuration and print its result")
 FLAGS = flags.FLAGS
+MODES = ("train", "infer", "serve")
 
 
 def run_child(spec):
@@ -66,8 +67,8 @@ def main(argv):
         if model not in benchmarking.BENCH_MODELS:
             cli.fail(f"flag --models: {model!r} is not allowed; use any of {benchmarking.BENCH_MODELS}.")
     for mode in FLAGS.modes:
-        if mode not in ("train", "infer"):
-            cli.fail(f"flag --modes: {mode!r} is not allowed; use train and/or infer.")
+        if mode not in MODES:
+            cli.fail(f"flag --modes: {mode!r} is not allowed; use any of {','.join(MODES)}.")
     if FLAGS.window_steps < 1:
         cli.fail(f"flag --window_steps={FLAGS.window_steps} is not allowed; use an integer >= 1.")
     if FLAGS.repeats < 5:
@@ -82,6 +83,9 @@ def main(argv):
         sizes = [int(s) for s in FLAGS.image_sizes]
     except ValueError:
         cli.fail(f"flag --image_sizes={','.join(FLAGS.image_sizes)} is not allowed; use integers like 16,32,64,128.")
+    serving_size = benchmarking.serving_image_size()
+    if "serve" in FLAGS.modes and sizes != [serving_size]:
+        cli.fail(f"flag --image_sizes={','.join(FLAGS.image_sizes)} is not allowed with --modes=serve; use --image_sizes={serving_size} (the exported {benchmarking.SERVING_DATASET} signature's size).")
     preset = training.PRESETS[FLAGS.preset]
     dims = dict(dim=FLAGS.dim or preset["dim"], depth=FLAGS.depth or preset["depth"], heads=FLAGS.heads or preset["heads"])
     results = json.load(open(FLAGS.output)) if os.path.exists(FLAGS.output) else dict(throughput=[], approximation={})
@@ -89,7 +93,7 @@ def main(argv):
         for mode in FLAGS.modes:
             for model in FLAGS.models:
                 batch = FLAGS.batch_size or (4 if size >= 128 else 16 if mode == "train" else 128)
-                spec = dict(model_name=model, mode=mode, image_size=size, batch_size=batch, jit_compile=FLAGS.jit_compile, repeats=FLAGS.repeats, window_steps=FLAGS.window_steps, remat=FLAGS.remat, **dims)
+                spec = dict(model_name=model, mode=mode, image_size=size, batch_size=batch, jit_compile=FLAGS.jit_compile and mode != "serve", repeats=FLAGS.repeats, window_steps=FLAGS.window_steps, remat=FLAGS.remat, **dims)
                 if FLAGS.nb_features and model != "exact":
                     spec["nb_features"] = FLAGS.nb_features
                 position_kernel = FLAGS.position_kernel if model == "RelativePerformer" else "favor"

@@ -1,6 +1,7 @@
 """Benchmark bookkeeping: FLOP counts, window medians, targets met or not."""
 
 import numpy as np
+import pytest
 
 from relperf_tf import benchmarking, report
 
@@ -110,23 +111,6 @@ def test_gemm_floor_bounds_the_performer_targets(tmp_path):
     assert "GEMM floor" not in path.read_text()
 
 
-def test_targets_scaled_by_keras_multi_head_attention_measured_here(tmp_path):
-    # Keras MHA runs at half the peer table's speed here (4.2 vs 8.4 train,
-    # 18.2 vs 36.4 infer), so the Performer targets halve: 13.5 and 52.5 img/s.
-    rows = [
-        row("exact", "train", 1025, 4.2, jit=False),
-        row("exact", "train", 1025, 6.0),  # an XLA row is not the table's setting
-        row("exact", "infer", 1025, 18.2, jit=False),
-        row("Performer", "train", 1025, 14.0),
-        row("Performer", "infer", 1025, 50.0),
-    ]
-    path = tmp_path / "bench.md"
-    report.render(dict(throughput=rows), str(path))
-    text = path.read_text()
-    assert "| train | 4.2 vs 8.4 (0.50×) | 9.2 | 13.5 | 14.0 (XLA) | yes |" in text
-    assert "| infer | 18.2 vs 36.4 (0.50×) | 34.9 | 52.5 | 50.0 (XLA) | no |" in text
-
-
 def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
     import os
     import subprocess
@@ -134,9 +118,10 @@ def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
 
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "benchmark.py")
     output, report_path = tmp_path / "bench.json", tmp_path / "bench.md"
-    for flag, named in (("--nb_features=0", "--nb_features=0"), ("--repeats=3", "--repeats=3")):
+    cases = (("--nb_features=0", "--nb_features=0"), ("--repeats=3", "--repeats=3"), ("--modes=serve,train", "--image_sizes=16,32"))
+    for flag, named in cases:
         result = subprocess.run(
-            [sys.executable, script, flag, f"--output={output}", f"--report={report_path}", "--noapproximation"],
+            [sys.executable, script, flag, "--image_sizes=16,32" if "serve" in flag else "--image_sizes=32", f"--output={output}", f"--report={report_path}", "--noapproximation"],
             capture_output=True, text=True,
         )
         assert result.returncode != 0
@@ -156,3 +141,15 @@ def test_a_tiny_configuration_measures_its_row_and_gemm_floor():
     # Only the models whose products step_gemms lists get a floor.
     clipped = benchmarking.time_config("ClippedRelativePerformer", "infer", 4, 2, False, repeats=5, window_steps=1, **hparams)
     assert "gemm_floor_ms" not in clipped and clipped["images_per_s"] > 0
+
+
+def test_serving_rows_time_the_exported_signature_and_render(tmp_path):
+    row = benchmarking.time_config("Performer", "serve", 32, 3, False, repeats=5, window_steps=1, dim=8, depth=1, heads=2, nb_features=4)
+    assert row["mode"] == "serve" and row["batch_size"] == 3 and row["images_per_s"] > 0 and not row["jit_compile"]
+    assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"] and row["latency_calls"] == 200
+    assert "gemm_floor_ms" not in row
+    path = tmp_path / "bench.md"
+    report.render(dict(throughput=[row]), str(path))
+    assert f"| Performer | 4 | float32 | {row['latency_p50_ms']:.1f} | {row['latency_p99_ms']:.1f} | 3 | {row['images_per_s']:.1f} |" in path.read_text()
+    with pytest.raises(ValueError, match="image_size=32, jit_compile=False"):
+        benchmarking.time_config("Performer", "serve", 16, 3, False, dim=8, depth=1, heads=2, nb_features=4)
