@@ -1,0 +1,93 @@
+"""The CPU at hand, and the side-by-side peer table (Markdown) from run.py's results."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+from relperf_tf import report  # noqa: E402
+
+OURS = "relperf_tf"
+TARGET_RATIO = 1.5
+# CPU flags that decide which kernels exist: AVX-512, native bf16 dot products, AMX tiles.
+SHOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_info(path="/proc/cpuinfo"):
+    """Model name, family/model numbers, the flags that matter here, and whether bf16 matmuls are native."""
+    fields = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(fields.get("flags", "").split())
+    return dict(
+        model_name=fields.get("model name", "unknown"), vendor=fields.get("vendor_id", "unknown"),
+        family=fields.get("cpu family", "?"), model=fields.get("model", "?"), cores=os.cpu_count(),
+        flags=[f for f in SHOWN_FLAGS if f in flags], native_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}),
+    )
+
+
+def _best(rows, name, mode):
+    found = [r for r in rows if r["name"] == name and r["mode"] == mode and "error" not in r]
+    return max(found, key=lambda r: r["images_per_s"]) if found else None
+
+
+def render(results):
+    """Markdown lines: the CPU, every implementation × setting, and ours against the best peer per mode."""
+    cpu, w, rows = results["cpu"], results["workload"], results["rows"]
+    lines = [
+        "## Peers, measured side by side",
+        "",
+        f"Run by `benchmarks/peers/run.py` on {results['date']}: **{cpu['model_name']}** ({cpu['vendor']} family {cpu['family']} model {cpu['model']}), "
+        f"{cpu['cores']} cores, flags {', '.join(cpu['flags']) or 'none of ' + ', '.join(SHOWN_FLAGS)}; native bf16 matmuls: {'yes' if cpu['native_bf16'] else 'no'}. "
+        f"Workload: {w['image_size']}×{w['image_size']}×{w['channels']} images ({w['image_size'] ** 2 + 1} tokens), dim {w['dim']}, depth {w['depth']}, "
+        f"heads {w['heads']}, m = {w['nb_features']}, Dense({w['ff_multiplier']}·dim) GELU, learned absolute positions, class token; "
+        f"training batch {results['batch']['train']} (forward, backward, Adam), inference batch {results['batch']['infer']}; "
+        f"threads intra {results['threads']['intra_op']} / inter {results['threads']['inter_op']}; each configuration in a fresh process, "
+        f"{results['timing']['warmup']} warm-up steps, median of {results['timing']['repeats']} windows of {results['timing']['window_steps']} steps; "
+        "random data created once from seed 0; every process with the same glibc malloc settings.",
+        "",
+        "| implementation | version | setting | train img/s | infer img/s | train peak RSS (GB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = []
+    for r in rows:
+        if (r["name"], r["setting"]) not in keys:
+            keys.append((r["name"], r["setting"]))
+
+    def cell(name, setting, mode, field, fmt):
+        found = [r for r in rows if (r["name"], r["setting"], r["mode"]) == (name, setting, mode)]
+        if not found:
+            return ""
+        if "error" in found[0]:
+            return f"failed: {found[0]['error']}" if field == "images_per_s" else ""
+        return format(found[0][field], fmt)
+
+    for name, setting in keys:
+        version = next((r["version"] for r in rows if r["name"] == name and "version" in r), "")
+        lines.append(
+            f"| {name} | {version} | {setting} | {cell(name, setting, 'train', 'images_per_s', '.1f')} | "
+            f"{cell(name, setting, 'infer', 'images_per_s', '.1f')} | {cell(name, setting, 'train', 'peak_rss_gb', '.2f')} |"
+        )
+    lines += ["", f"| mode | {OURS} (best setting) | best peer (setting) | ratio | target ≥ {TARGET_RATIO}× |", "|---|---|---|---|---|"]
+    for mode in ("train", "infer"):
+        ours = _best(rows, OURS, mode)
+        peers = [p for p in (_best(rows, name, mode) for name in {r["name"] for r in rows if r["name"] != OURS}) if p]
+        if not (ours and peers):
+            continue
+        peer = max(peers, key=lambda r: r["images_per_s"])
+        ratio = ours["images_per_s"] / peer["images_per_s"]
+        lines.append(
+            f"| {mode} | {ours['images_per_s']:.1f} img/s ({ours['setting']}) | {peer['images_per_s']:.1f} img/s ({peer['name']}, {peer['setting']}) | "
+            f"{ratio:.2f}× | {'met' if ratio >= TARGET_RATIO else 'not met'} |"
+        )
+    for skipped in results.get("skipped", []):
+        lines.append(f"\nNot run: {skipped}.")
+    return lines + [""]
+
+
+def write_section(path, lines):
+    report.replace_section(path, report.PEERS_SECTION, lines)

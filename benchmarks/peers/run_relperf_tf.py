@@ -1,0 +1,52 @@
+"""relperf_tf's Performer on the peer workload (runs in the project's .venv).
+
+Settings: `plain` (tf.function) and `xla` (jit_compile), both through the
+model and optimizer `scripts/train.py` builds (Adam with its schedule and
+global-norm clipping), dropout off as in the peers.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import workload  # noqa: E402
+
+SETTINGS = ("plain", "xla")
+
+
+def main():
+    mode, setting = workload.parse_args(SETTINGS)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(workload.THREADS["intra_op"])
+    tf.config.threading.set_inter_op_parallelism_threads(workload.THREADS["inter_op"])
+    import relperf_tf
+    from relperf_tf import benchmarking, training
+
+    w = workload.WORKLOAD
+    jit = setting == "xla"
+    config = training.resolve_config(
+        "Performer", "fashion_mnist", batch_size=workload.BATCH[mode], jit_compile=jit, attn_dropout=0.0, ff_dropout=0.0, seed=0,
+        dim=w["dim"], depth=w["depth"], heads=w["heads"], nb_features=w["nb_features"], feature_redraw_interval=w["feature_redraw_interval"],
+    )
+    model = training.build_compiled_model(config, tf.distribute.get_strategy(), image_shape=(w["image_size"], w["image_size"], w["channels"]))
+    images, labels = workload.batch(mode)
+    images, labels = tf.constant(images), tf.constant(labels)
+    if mode == "train":
+        train_step = benchmarking.manual_train_step(model, jit)
+
+        def step():
+            train_step(images, labels).numpy()
+    else:
+        predict = tf.function(lambda x: model(x, training=False), jit_compile=jit)
+
+        def step():
+            predict(images).numpy()
+
+    seconds, windows = workload.seconds_per_step(step)
+    workload.report("relperf_tf Performer", f"relperf_tf {relperf_tf.__version__}, TF {tf.__version__}, Keras {__import__('keras').__version__}", mode, setting, seconds, windows)
+
+
+if __name__ == "__main__":
+    main()
