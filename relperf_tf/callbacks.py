@@ -125,6 +125,8 @@ class StopOnSignal(keras.callbacks.Callback):
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    # What `_check` raises (a subclass may raise a subclass of Interrupted).
+    error = Interrupted
 
     def __init__(self):
         super().__init__()
@@ -141,25 +143,31 @@ class StopOnSignal(keras.callbacks.Callback):
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
+    def __deepcopy__(self, memo):
+        # Keras Tuner deep-copies callbacks for each trial: every copy must be
+        # the instance whose handler records the signal.
+        return self
+
     def __exit__(self, *exc):
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         return False
 
-    def _check(self):
+    def check(self):
+        """Raises `error` if a signal was received (between batches, or wherever the caller knows files are whole)."""
         if self.received is not None:
-            raise Interrupted(self.received, self.epoch)
+            raise self.error(self.received, self.epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        self._check()
+        self.check()
 
     def on_train_batch_end(self, batch, logs=None):
-        self._check()
+        self.check()
 
     def on_test_batch_end(self, batch, logs=None):
-        self._check()
+        self.check()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch = epoch + 1
-        self._check()
+        self.check()

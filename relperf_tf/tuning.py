@@ -16,6 +16,7 @@ import tensorflow as tf
 from relperf_tf import atomic
 from relperf_tf import data as data_lib
 from relperf_tf import training
+from relperf_tf.callbacks import Interrupted, StopOnSignal
 
 TUNERS = ("random", "hyperband", "bayesian")
 DIM_CHOICES = (32, 64, 128)
@@ -118,6 +119,19 @@ def write_summary(rows, path):
     atomic.write_text(path, text.getvalue())
 
 
+class TrialInterrupted(Interrupted, kt.errors.FatalError):
+    """SIGTERM/SIGINT inside a trial. Keras Tuner re-raises a FatalError without
+    marking the trial, so it stays RUNNING in the saved state and runs again on resume."""
+
+
+class StopTrialOnSignal(StopOnSignal):
+    """`StopOnSignal` for trials: the signal is only recorded (never raised inside
+    TensorFlow's tracing, where a library's bare `except` can swallow it) and
+    leaves the search at the next batch end as `TrialInterrupted`."""
+
+    error = TrialInterrupted
+
+
 def search(base_config, tuner_name, max_trials, max_epochs, tuner_dir, project_name, overwrite=False, load_splits=None, dims=DIM_CHOICES, heads=HEADS_CHOICES, export_dir=None):
     """Runs (or resumes) a search; writes best_hyperparameters.json, trials.csv, best.keras.
 
@@ -142,12 +156,14 @@ def search(base_config, tuner_name, max_trials, max_epochs, tuner_dir, project_n
     hypermodel = PerformerHyperModel(base_config, load_splits, dims, heads)
     tuner = make_tuner(tuner_name, hypermodel, max_trials, max_epochs, tuner_dir, project_name, overwrite, base_config.seed, strategy)
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=base_config.patience or 1)
-    tuner.search(
-        epochs=max_epochs,
-        steps_per_epoch=base_config.steps_per_epoch,
-        callbacks=[stop],
-        verbose=base_config.verbose,
-    )
+    with StopTrialOnSignal() as stop_on_signal:
+        tuner.search(
+            epochs=max_epochs,
+            steps_per_epoch=base_config.steps_per_epoch,
+            callbacks=[stop, stop_on_signal],
+            verbose=base_config.verbose,
+        )
+        stop_on_signal.check()  # a signal after the last batch: nothing is written yet
     project = os.path.join(tuner_dir, project_name)
     best_hp = tuner.get_best_hyperparameters(1)[0]
     best_config = hypermodel.trial_config(best_hp)

@@ -98,3 +98,26 @@ def test_bad_input_writes_nothing(tmp_path, args, message):
     result = tune(base + args)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "tuning").exists()
+
+
+def test_a_signal_in_a_trial_is_recorded_and_raised_between_batches_as_a_fatal_error():
+    import copy
+    import signal
+
+    import keras_tuner
+
+    from relperf_tf.callbacks import Interrupted
+    from relperf_tf.tuning import StopTrialOnSignal, TrialInterrupted
+
+    with StopTrialOnSignal() as stop:
+        assert copy.deepcopy(stop) is stop  # Keras Tuner's per-trial copies share the recorded signal
+        stop.check()  # nothing received: nothing raised
+        signal.raise_signal(signal.SIGTERM)  # only recorded by the handler
+        assert stop.received == signal.SIGTERM
+        try:
+            stop.on_train_batch_end(0)
+        except TrialInterrupted as error:
+            assert isinstance(error, Interrupted) and isinstance(error, keras_tuner.errors.FatalError)
+        else:
+            raise AssertionError("no TrialInterrupted at the batch end")
+    assert signal.getsignal(signal.SIGTERM) != stop._handle  # the previous handler is back
