@@ -21,6 +21,36 @@ from relperf_tf.models import SoftmaxAttentionClassifier
 BENCH_MODELS = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer", "exact")
 
 
+# CPU flags that decide which kernels exist: AVX-512, native bf16 dot products, AMX tiles.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_info(path="/proc/cpuinfo"):
+    """Model name, family/model numbers, the flags of `CPU_FLAGS` it has, and whether bf16 matmuls are native."""
+    import os
+
+    fields = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(fields.get("flags", "").split())
+    return dict(
+        model_name=fields.get("model name", "unknown"), vendor=fields.get("vendor_id", "unknown"),
+        family=fields.get("cpu family", "?"), model=fields.get("model", "?"), cores=os.cpu_count(),
+        flags=[f for f in CPU_FLAGS if f in flags], native_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}),
+    )
+
+
+def cpu_label(info=None):
+    """One line naming the CPU a row was measured on, e.g. 'AMD EPYC (family 25 model 1; avx2)'."""
+    info = info or cpu_info()
+    return f"{info['model_name']} (family {info['family']} model {info['model']}; {', '.join(info['flags']) or 'no ' + '/'.join(CPU_FLAGS)})"
+
+
 def resolved_nb_features(model_name, dim, heads, nb_features=None, pos_scales=4, position_kernel="favor"):
     """The m a model uses: `nb_features`, or its default int(d·ln d) of the query width d.
 
@@ -291,7 +321,7 @@ def _measurements(model_name, mode, image_size, batch_size, jit_compile, step, t
         model=model_name, mode=mode, image_size=image_size, tokens=image_size**2 + 1, batch_size=batch_size, jit_compile=jit_compile,
         nb_features=None if model_name == "exact" else resolved_nb_features(model_name, dim, heads, hparams.get("nb_features"), position_kernel=position_kernel),
         ms_per_step=1e3 * step, images_per_s=batch_size / step, gflops_per_s=achieved, matmul_peak_gflops=peak,
-        fraction_of_peak=achieved / peak, peak_rss_gb=peak_rss_gb,
+        fraction_of_peak=achieved / peak, peak_rss_gb=peak_rss_gb, cpu=cpu_label(),
         step_times_ms=[1e3 * t for t in times], **extra,
     )
 

@@ -46,17 +46,17 @@ class DirectXlaSteps:
     """Mixin for `keras.Model` subclasses (place it before `keras.Model`): direct train and test steps where they apply."""
 
     def make_train_function(self, force=False):
-        if self.train_function is not None and not force:
-            return self.train_function
-        if not uses_direct_steps(self):
-            return super().make_train_function(force)
-        self.train_function = direct_step_function(self, self.train_step)
-        return self.train_function
+        return self._direct_or_keras_function("train", force)
 
     def make_test_function(self, force=False):
-        if self.test_function is not None and not force:
-            return self.test_function
+        return self._direct_or_keras_function("test", force)
+
+    def _direct_or_keras_function(self, kind, force):
+        """`self.<kind>_function`, made once: the direct one where it applies, else Keras' own."""
+        attribute = f"{kind}_function"
+        if getattr(self, attribute) is not None and not force:
+            return getattr(self, attribute)
         if not uses_direct_steps(self):
-            return super().make_test_function(force)
-        self.test_function = direct_step_function(self, self.test_step)
-        return self.test_function
+            return getattr(super(), f"make_{kind}_function")(force)
+        setattr(self, attribute, direct_step_function(self, getattr(self, f"{kind}_step")))
+        return getattr(self, attribute)

@@ -1,7 +1,6 @@
 """Renders benchmark results (JSON) as docs/benchmarks.md with PNG plots."""
 
 import os
-import platform
 
 # A section of docs/benchmarks.md written by another tool (benchmarks/peers/run.py):
 # `render` keeps it, `replace_section` rewrites it.
@@ -171,20 +170,38 @@ def _serving(rows):
     return lines + [""]
 
 
+_HEADER = "| model | mode | image | tokens | batch | setting | m | ms/step | images/s | GFLOP/s | % of matmul peak | peak RSS (GB) | fit vs hand-written |"
+_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+
+
+def _order(r):
+    return (r["mode"], r["image_size"], r["model"], _setting(r), r.get("nb_features") or 0)
+
+
+def _row_line(r):
+    return (f"| {r['model']} | {r['mode']} | {r['image_size']}² | {r['tokens']} | {r['batch_size']} | {_setting(r)} | {_features(r)} | "
+            f"{r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | {r['gflops_per_s']:.1f} | {100 * r['fraction_of_peak']:.1f} | {r['peak_rss_gb']:.2f} | {_overhead(r)} |")
+
+
 def render(results, path):
     folder = os.path.dirname(os.path.abspath(path))
-    rows = [r for r in results.get("throughput", []) if "error" not in r]
+    measured = [r for r in results.get("throughput", []) if "error" not in r]
+    # Rows of the CPU of the newest row ("this CPU"); rows from other CPUs are
+    # listed apart and never compared with these.
+    current = measured[-1].get("cpu") if measured else None
+    rows = [r for r in measured if r.get("cpu") == current]
+    earlier = [r for r in measured if r.get("cpu") != current]
     failed = [r for r in results.get("throughput", []) if "error" in r]
-    lines = ["# Benchmarks", "", f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (TensorFlow on CPU). "
+    lines = ["# Benchmarks", "", f"CPU of these rows: {current or 'not recorded'}, {os.cpu_count()} cores (TensorFlow on CPU). "
              "Rendered by `scripts/benchmark.py` from `docs/benchmarks.json`; each configuration ran in its own process: "
              "untimed warm-up, then the median of the timed windows. FLOP counts are analytic (multiply-adds × 2; training = 3 × forward). "
              "Training is timed per batch inside `model.fit` (a callback's timestamps; a window = one short `fit` call, its first batch not counted), "
              "alternating with windows of the same step written by hand (GradientTape + Adam in one `tf.function`): their ratio is the `fit` overhead.", ""]
     kept = read_section(path, PEERS_SECTION)
     lines += kept + ([""] if kept else [])
-    lines += ["## Throughput and memory", "", "| model | mode | image | tokens | batch | setting | m | ms/step | images/s | GFLOP/s | % of matmul peak | peak RSS (GB) | fit vs hand-written |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["mode"], r["image_size"], r["model"], _setting(r), r.get("nb_features") or 0)):
-        lines.append(f"| {r['model']} | {r['mode']} | {r['image_size']}² | {r['tokens']} | {r['batch_size']} | {_setting(r)} | {_features(r)} | {r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | {r['gflops_per_s']:.1f} | {100 * r['fraction_of_peak']:.1f} | {r['peak_rss_gb']:.2f} | {_overhead(r)} |")
+    lines += ["## Throughput and memory", "", _HEADER, _RULE]
+    for r in sorted(rows, key=_order):
+        lines.append(_row_line(r))
     for r in failed:
         lines.append(f"| {r.get('model_name', r.get('model'))} | {r['mode']} | {r['image_size']}² | | {r['batch_size']} | | | failed: {r['error']} | | | | | |")
     lines.append("")
@@ -204,6 +221,11 @@ def render(results, path):
             lines += [f"![{mode} memory]({name})", ""]
     lines += _targets(rows)
     lines += _serving(rows)
+    if earlier:
+        lines += ["## Earlier sittings on other CPUs", "", "Kept for reference; never compared with the rows above.", ""]
+        for cpu in sorted({r.get("cpu") or "not recorded" for r in earlier}):
+            lines += [f"CPU: {cpu}", "", _HEADER, _RULE]
+            lines += [_row_line(r) for r in sorted(earlier, key=_order) if (r.get("cpu") or "not recorded") == cpu] + [""]
     lines += _floor(rows)
     approximation = results.get("approximation", {})
     if approximation:

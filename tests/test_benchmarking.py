@@ -153,3 +153,18 @@ def test_serving_rows_time_the_exported_signature_and_render(tmp_path):
     assert f"| Performer | 4 | float32 | {row['latency_p50_ms']:.1f} | {row['latency_p99_ms']:.1f} | 3 | {row['images_per_s']:.1f} |" in path.read_text()
     with pytest.raises(ValueError, match="image_size=32, jit_compile=False"):
         benchmarking.time_config("Performer", "serve", 16, 3, False, dim=8, depth=1, heads=2, nb_features=4)
+
+
+def test_targets_compare_rows_of_the_newest_rows_cpu_only(tmp_path):
+    old = [dict(row("Performer", "train", 1025, 40.0), cpu="Fast CPU"), dict(row("ClippedRelativePerformer", "train", 1025, 30.0), cpu="Fast CPU")]
+    new = [dict(row("Performer", "train", 1025, 20.0), cpu="Slow CPU"), dict(row("ClippedRelativePerformer", "train", 1025, 12.0), cpu="Slow CPU")]
+    path = tmp_path / "bench.md"
+    report.render(dict(throughput=old + new), str(path))
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n\nCPU of these rows: Slow CPU,")
+    assert "| Performer training ≥ 27 img/s (stretch ≥ 38) | 20.0 img/s (XLA) | no |" in text
+    assert "| ClippedRelativePerformer training ≥ 0.5× Performer | 0.60× (XLA, m = 110 vs 110) | yes |" in text
+    earlier = text[text.index("## Earlier sittings on other CPUs"):]
+    assert "CPU: Fast CPU" in earlier and "| Performer | train | 32² | 1025 | 16 | XLA | 110 | 400 | 40.0 |" in earlier
+    assert "| 400 | 40.0 |" not in text[:text.index("## Earlier sittings")]
+    assert benchmarking.cpu_label(dict(model_name="X", family="6", model="143", flags=["avx2", "amx_bf16"])) == "X (family 6 model 143; avx2, amx_bf16)"

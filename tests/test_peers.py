@@ -25,6 +25,7 @@ def test_cpu_flags_decide_native_bf16(tmp_path):
     cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: avx2 fma\n")
     info = peer_table.cpu_info(str(cpuinfo))
     assert info["flags"] == ["avx2"] and not info["native_bf16"]
+    assert peer_table.cpu_info(str(tmp_path / "absent"))["model_name"] == "unknown"
 
 
 def _row(name, mode, setting, images_per_s, **extra):

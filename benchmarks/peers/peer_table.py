@@ -8,26 +8,11 @@ from relperf_tf import report  # noqa: E402
 
 OURS = "relperf_tf"
 TARGET_RATIO = 1.5
-# CPU flags that decide which kernels exist: AVX-512, native bf16 dot products, AMX tiles.
-SHOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-
-
 def cpu_info(path="/proc/cpuinfo"):
-    """Model name, family/model numbers, the flags that matter here, and whether bf16 matmuls are native."""
-    fields = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(fields.get("flags", "").split())
-    return dict(
-        model_name=fields.get("model name", "unknown"), vendor=fields.get("vendor_id", "unknown"),
-        family=fields.get("cpu family", "?"), model=fields.get("model", "?"), cores=os.cpu_count(),
-        flags=[f for f in SHOWN_FLAGS if f in flags], native_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}),
-    )
+    """The CPU at hand (model, family/model, flags that matter, native bf16): `relperf_tf.benchmarking.cpu_info`."""
+    from relperf_tf import benchmarking
+
+    return benchmarking.cpu_info(path)
 
 
 def _best(rows, name, mode):
@@ -42,7 +27,7 @@ def render(results):
         "## Peers, measured side by side",
         "",
         f"Run by `benchmarks/peers/run.py` on {results['date']}: **{cpu['model_name']}** ({cpu['vendor']} family {cpu['family']} model {cpu['model']}), "
-        f"{cpu['cores']} cores, flags {', '.join(cpu['flags']) or 'none of ' + ', '.join(SHOWN_FLAGS)}; native bf16 matmuls: {'yes' if cpu['native_bf16'] else 'no'}. "
+        f"{cpu['cores']} cores, flags {', '.join(cpu['flags']) or 'none of avx2, avx512f, avx512_bf16, amx_tile, amx_bf16'}; native bf16 matmuls: {'yes' if cpu['native_bf16'] else 'no'}. "
         f"Workload: {w['image_size']}×{w['image_size']}×{w['channels']} images ({w['image_size'] ** 2 + 1} tokens), dim {w['dim']}, depth {w['depth']}, "
         f"heads {w['heads']}, m = {w['nb_features']}, Dense({w['ff_multiplier']}·dim) GELU, learned absolute positions, class token; "
         f"training batch {results['batch']['train']} (forward, backward, Adam), inference batch {results['batch']['infer']}; "

@@ -80,6 +80,7 @@ def main():
     images, labels = tf.constant(images), tf.constant(labels)
     model(images[:1])
     jit = setting == "xla"
+    train_step = None
     if mode == "train":
         optimizer = tf_keras.optimizers.Adam(workload.WORKLOAD["learning_rate"])
         loss_fn = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -91,14 +92,7 @@ def main():
             optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
             return loss
 
-        def step():
-            train_step(images, labels).numpy()
-    else:
-        predict = tf.function(lambda x: model(x, training=False), jit_compile=jit)
-
-        def step():
-            predict(images).numpy()
-
+    step = workload.tf_step(tf, model, mode, jit, images, labels, train_step)
     seconds, windows = workload.seconds_per_step(step)
     version = f"tf-models-official {importlib.metadata.version('tf-models-official')}, TF {tf.__version__}, tf-keras {tf_keras.__version__}"
     workload.report("Model Garden KernelAttention", version, mode, setting, seconds, windows)

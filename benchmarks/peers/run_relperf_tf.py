@@ -33,17 +33,7 @@ def main():
     model = training.build_compiled_model(config, tf.distribute.get_strategy(), image_shape=(w["image_size"], w["image_size"], w["channels"]))
     images, labels = workload.batch(mode)
     images, labels = tf.constant(images), tf.constant(labels)
-    if mode == "train":
-        train_step = benchmarking.manual_train_step(model, jit)
-
-        def step():
-            train_step(images, labels).numpy()
-    else:
-        predict = tf.function(lambda x: model(x, training=False), jit_compile=jit)
-
-        def step():
-            predict(images).numpy()
-
+    step = workload.tf_step(tf, model, mode, jit, images, labels, benchmarking.manual_train_step(model, jit) if mode == "train" else None)
     seconds, windows = workload.seconds_per_step(step)
     workload.report("relperf_tf Performer", f"relperf_tf {relperf_tf.__version__}, TF {tf.__version__}, Keras {__import__('keras').__version__}", mode, setting, seconds, windows)
 

@@ -65,6 +65,17 @@ def seconds_per_step(step, warmup=None, repeats=None, window_steps=None):
     return statistics.median(windows), windows
 
 
+def tf_step(tf, model, mode, jit_compile, images, labels, train_step):
+    """The `step()` a TensorFlow runner times: `train_step(images, labels)` or the forward compiled alike, read back to the host.
+
+    `tf` is the runner's TensorFlow module (this file imports none).
+    """
+    if mode == "train":
+        return lambda: train_step(images, labels).numpy()
+    predict = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
+    return lambda: predict(images).numpy()
+
+
 def peak_rss_gb():
     """This process's peak resident memory."""
     import resource
