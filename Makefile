@@ -8,10 +8,10 @@ INSTALLED := $(VENV)/.stamp-installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # glibc malloc settings that keep TensorFlow's large blocks in the heap
-# (scripts/fast_malloc.py says why); the test process gets them too.
-export GLIBC_TUNABLES ?= $(shell sed -n 's/^TUNABLES = "\(.*\)"/\1/p' scripts/fast_malloc.py)
+# (relperf_tf/fast_malloc.py says why); the test process gets them too.
+export GLIBC_TUNABLES ?= $(shell sed -n 's/^TUNABLES = "\(.*\)"/\1/p' relperf_tf/fast_malloc.py)
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint format clean
 
 setup: $(INSTALLED) $(FASHION_MNIST)
 
@@ -38,8 +38,18 @@ demo: setup
 		--output=$(DEMO_RUN)/shift.csv --plot=$(DEMO_RUN)/shift.png
 	@echo "shift curve plotted in $(DEMO_RUN)/shift.png"
 
-test: setup
+# Lint and format checks first (ruff, configured in pyproject.toml; `make format`
+# applies the formatting), then the test suite.
+test: setup lint
 	$(BIN)/python -m pytest -q tests
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 requirements = [
     line.split("#")[0].strip()
     for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    if line.split("#")[0].strip() and not line.startswith("pytest")
+    if line.split("#")[0].strip() and not line.startswith(("pytest", "ruff"))
 ]
 
 setup(
@@ -15,5 +15,11 @@ setup(
     packages=find_packages(include=["relperf_tf", "relperf_tf.*"]),
     python_requires=">=3.10",
     install_requires=requirements,
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "ruff"]},
+    entry_points={
+        "console_scripts": [
+            f"relperf-{name}=relperf_tf.commands.{name}:run"
+            for name in ("train", "evaluate", "shift", "export", "predict", "tune", "benchmark")
+        ]
+    },
 )

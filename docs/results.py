@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """README's Results: shift-curve plot and tables from shift CSVs, beside the paper's rows.
 
-python docs/results.py saved_models/*/shift.csv docs/comparison_shift.csv --plot docs/shift_fashion_mnist.png
+python docs/results.py saved_models/*/shift.csv docs/comparison_shift.csv \
+    --plot docs/shift_fashion_mnist.png
 
 Each CSV is what scripts/shift_robustness.py writes; rows are grouped by their
 `model` column (first CSV wins on duplicates). Prints one Markdown table of
@@ -17,7 +18,17 @@ import csv
 PAPER = {
     "Performer (paper)": [0.000, 0.000, 0.008, 0.509, 0.991, 0.984, 0.906, 0.021, 0.001],
     "RelativePerformer (paper)": [0.896, 0.948, 0.982, 0.990, 0.992, 0.989, 0.989, 0.987, 0.984],
-    "ClippedRelativePerformer (paper)": [0.394, 0.741, 0.874, 0.952, 0.986, 0.990, 0.986, 0.968, 0.920],
+    "ClippedRelativePerformer (paper)": [
+        0.394,
+        0.741,
+        0.874,
+        0.952,
+        0.986,
+        0.990,
+        0.986,
+        0.968,
+        0.920,
+    ],
 }
 SHIFTS = list(range(-8, 9, 2))
 
@@ -28,15 +39,22 @@ def read_curves(paths):
         rows = list(csv.DictReader(open(path)))
         for model in dict.fromkeys(r["model"] for r in rows):
             if model not in curves:
-                curves[model] = {int(r["shift"]): float(r["accuracy_mean"]) for r in rows if r["model"] == model}
+                curves[model] = {
+                    int(r["shift"]): float(r["accuracy_mean"]) for r in rows if r["model"] == model
+                }
     return curves
 
 
 def table(curves):
-    lines = ["| s | " + " | ".join(f"{s:+d}" if s else "0" for s in SHIFTS) + " | worst / s = 0 |", "|---" * (len(SHIFTS) + 2) + "|"]
+    lines = [
+        "| s | " + " | ".join(f"{s:+d}" if s else "0" for s in SHIFTS) + " | worst / s = 0 |",
+        "|---" * (len(SHIFTS) + 2) + "|",
+    ]
     for name, curve in list(curves.items()) + [(k, dict(zip(SHIFTS, v))) for k, v in PAPER.items()]:
         worst = min(curve[s] for s in curve) / curve[0] if curve[0] else float("nan")
-        lines.append(f"| {name} | " + " | ".join(f"{curve[s]:.3f}" for s in SHIFTS) + f" | {worst:.2f} |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{curve[s]:.3f}" for s in SHIFTS) + f" | {worst:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -53,9 +71,19 @@ def plot(curves, path):
     for name, values in PAPER.items():
         if name.startswith("Clipped"):
             continue
-        axis.plot(SHIFTS, values, linestyle="--", color="grey" if name.startswith("Performer") else "black", label=name)
-    axis.set(xlabel="horizontal shift s (pixels, empty columns wrapped)", ylabel="test accuracy, label 1 'Trouser'", ylim=(-0.02, 1.02),
-             title="Shift robustness, Fashion-MNIST (models trained alike on 2 CPU cores)")
+        axis.plot(
+            SHIFTS,
+            values,
+            linestyle="--",
+            color="grey" if name.startswith("Performer") else "black",
+            label=name,
+        )
+    axis.set(
+        xlabel="horizontal shift s (pixels, empty columns wrapped)",
+        ylabel="test accuracy, label 1 'Trouser'",
+        ylim=(-0.02, 1.02),
+        title="Shift robustness, Fashion-MNIST (models trained alike on 2 CPU cores)",
+    )
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="lower center")
     figure.tight_layout()

@@ -6,13 +6,19 @@ Implements *Translational Equivariance in Kernelizable Attention*
 
 import os
 
+from relperf_tf import fast_malloc
+
+# The project's commands restart here, before TensorFlow loads (fast_malloc).
+fast_malloc.prepare_command()
+
 # The library is written for the TensorFlow backend (tf.data, tf.distribute,
 # SavedModel); choose it unless the user already picked one explicitly.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from relperf_tf import layers  # noqa: E402,F401
-# Registers WarmupSchedule, which every saved `.keras` checkpoint's optimizer names.
-from relperf_tf import schedules  # noqa: E402,F401
-from relperf_tf.models import MODEL_NAMES, PerformerClassifier, build_model  # noqa: E402,F401
+# Importing the layers and the schedule registers them, so `.keras` files reload
+# (every checkpoint's optimizer names WarmupSchedule).
+from relperf_tf import layers, schedules
+from relperf_tf.models import MODEL_NAMES, PerformerClassifier, build_model
 
+__all__ = ["MODEL_NAMES", "PerformerClassifier", "build_model", "layers", "schedules"]
 __version__ = "0.1.0"

@@ -28,7 +28,11 @@ class MetricsCSVLogger(keras.callbacks.Callback):
         self.rows = []
 
     def on_train_begin(self, logs=None):
-        start = self.initial_epoch if self.initial_epoch is not None else getattr(self.model, "_initial_epoch", None) or 0
+        start = (
+            self.initial_epoch
+            if self.initial_epoch is not None
+            else getattr(self.model, "_initial_epoch", None) or 0
+        )
         rows = []
         if os.path.exists(self.path):
             with open(self.path, newline="") as f:
@@ -39,7 +43,9 @@ class MetricsCSVLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         if "learning_rate" not in logs:
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
         self.rows.append({"epoch": epoch, **{k: logs.get(k, "") for k in COLUMNS[1:]}})
         self._write()
 
@@ -154,7 +160,8 @@ class StopOnSignal(keras.callbacks.Callback):
         return False
 
     def check(self):
-        """Raises `error` if a signal was received (between batches, or wherever the caller knows files are whole)."""
+        """Raises `error` if a signal was received (between batches, or wherever the caller knows
+        files are whole)."""
         if self.received is not None:
             raise self.error(self.received, self.epoch)
 

@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import sys
 
@@ -10,11 +11,9 @@ from absl import app, flags, logging
 
 from relperf_tf import atomic
 from relperf_tf import data as data_lib
-from relperf_tf.layers.favor_kernel import KERNELS
-from relperf_tf.layers.pixel_embedding import EMBEDDING_TYPES
-from relperf_tf.models import MODEL_NAMES, POSITION_KERNELS
-from relperf_tf.schedules import SCHEDULES
-from relperf_tf.training import PRESETS, STRATEGIES, TrainConfig
+from relperf_tf.layers.favor_kernel import upgrade_legacy_options
+from relperf_tf.models import MODEL_NAMES, MODEL_SETTINGS
+from relperf_tf.training import PRESETS, TrainConfig, run_settings
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_DATA = 3
@@ -25,49 +24,91 @@ EXIT_SIGNAL_BASE = 128  # + the signal number, as shells report a killed process
 
 
 def _allowed(values):
-    return "{" + ",".join(values) + "}"
+    return "{" + ",".join(str(v) for v in values) + "}"
+
+
+# Flags of the run's own settings (model, dataset and preset have their own).
+RUN_FLAGS = (
+    "batch_size",
+    "epochs",
+    "patience",
+    "steps_per_epoch",
+    "seed",
+    "data_dir",
+    "strategy",
+    "cpu_replicas",
+    "jit_compile",
+    "learning_rate",
+    "warmup",
+    "schedule",
+)
+# Flags of releases before `--feature_map`, still read: --kernel=relu, --no_projection.
+LEGACY_FLAGS = ("kernel", "no_projection")
+_DEFINE = {
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    bool: flags.DEFINE_boolean,
+    str: flags.DEFINE_string,
+}
+
+
+def flag_help(setting):
+    """A flag's help from its `Setting`: which models use it, the docstring's text, the allowed
+    values, the default."""
+    text = re.sub(r"^(int|float|bool|str), ", "", setting.help)
+    text = text[:1].upper() + text[1:] if text[:1].isascii() else text
+    if setting.models:
+        text = f"{'/'.join(setting.models)}: {text}"
+    if setting.choices and not all(f"`{c}`" in text for c in setting.choices):
+        text = f"{text} One of {_allowed(setting.choices)}."
+    default = setting.default
+    if default is not None:
+        text = f"{text} (default {str(default).lower() if isinstance(default, bool) else default})"
+    return text
+
+
+def define_setting_flags(described):
+    """One flag per `Setting` (default None, so that only what the user set overrides a preset)."""
+    for setting in described:
+        _DEFINE[setting.kind](setting.name, None, flag_help(setting))
 
 
 def define_run_flags():
-    """Flags naming what to train and how (shared by train.py and tune.py)."""
+    """Flags naming what to train and how (shared by train.py and tune.py), generated from
+    `training.RunSettings` and every model's `MODEL_SETTINGS`."""
     flags.DEFINE_string("model", None, f"The model to train: {_allowed(MODEL_NAMES)}.")
     flags.DEFINE_string("dataset", None, f"The dataset: {_allowed(data_lib.DATASETS)}.")
-    flags.DEFINE_string("preset", None, f"Base configuration {_allowed(PRESETS)}; explicit flags override it.")
-    flags.DEFINE_integer("batch_size", None, "Global batch size (default 16).")
-    flags.DEFINE_integer("epochs", None, "Maximum epochs (default 100).")
-    flags.DEFINE_integer("patience", None, "Early-stopping patience on validation accuracy (default 20).")
-    flags.DEFINE_integer("steps_per_epoch", None, "Cap on training steps per epoch (quick runs).")
-    flags.DEFINE_integer("seed", None, "Random seed (default: drawn and recorded).")
-    flags.DEFINE_string("data_dir", None, "TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
-    flags.DEFINE_string("strategy", None, f"Distribution strategy {_allowed(STRATEGIES)} (default auto).")
-    flags.DEFINE_integer("cpu_replicas", None, "Split the CPU into N logical devices (tests mirrored training without GPUs).")
-    flags.DEFINE_boolean("jit_compile", None, "Compile train steps with XLA.")
-    flags.DEFINE_string("embedding_type", None, f"Pixel embedding {_allowed(EMBEDDING_TYPES)} (default linear).")
-    flags.DEFINE_float("learning_rate", None, "Peak learning rate (default 1e-3).")
-    flags.DEFINE_integer("warmup", None, "Linear warm-up steps (default 0).")
-    flags.DEFINE_string("schedule", None, f"Learning-rate schedule {_allowed(SCHEDULES)} (default constant).")
-    flags.DEFINE_integer("dim", None, "Token width (default 128).")
-    flags.DEFINE_integer("depth", None, "Number of blocks (default 4).")
-    flags.DEFINE_integer("heads", None, "Attention heads; must divide dim (default 4).")
-    flags.DEFINE_float("attn_dropout", None, "Dropout on attention outputs (default 0.1).")
-    flags.DEFINE_float("ff_dropout", None, "Dropout inside the feed-forward (default 0.1).")
-    flags.DEFINE_integer("nb_features", None, "FAVOR+ random features (default int(d·ln d)).")
-    flags.DEFINE_integer("feature_redraw_interval", None, "Redraw random features every N steps; 0 never (default 1000).")
-    flags.DEFINE_boolean("no_projection", None, "Efficient attention (softmax features) instead of random features.")
-    flags.DEFINE_string("kernel", None, f"FAVOR+ kernel {_allowed(KERNELS[:2])} (default softmax).")
-    flags.DEFINE_integer("pos_scales", None, "RelativePerformer: sinusoid scales per coordinate (default 4).")
-    flags.DEFINE_boolean("content_rel_attn", None, "RelativePerformer: content-conditioned rotation.")
-    flags.DEFINE_string("position_kernel", None, f"RelativePerformer: positional logits {_allowed(POSITION_KERNELS)}: estimated by FAVOR+ with the content (the paper), or an exact factor over grid offsets (equivariant for any random draw) or cyclic offsets (invariant to cyclic shifts) (default favor).")
-    flags.DEFINE_float("locality", None, "RelativePerformer: start head h attending around neighbour offset h with this amplitude of α, β (0: N(0, 1) as in the paper; default 0).")
-    flags.DEFINE_integer("margin", None, "Pixels of background (zeros after preprocessing) added around each image inside the model (default 0).")
-    flags.DEFINE_integer("clipping_dist", None, "ClippedRelativePerformer: clipping distance D (default 8).")
-    flags.DEFINE_boolean("remat", None, "Recompute feature maps and feed-forward activations in the backward pass: less memory for long sequences, about a third more compute.")
+    flags.DEFINE_string(
+        "preset", None, f"Base configuration {_allowed(PRESETS)}; explicit flags override it."
+    )
+    run = {s.name: s for s in run_settings()}
+    define_setting_flags(run[name] for name in RUN_FLAGS)
+    define_setting_flags(MODEL_SETTINGS)
+    flags.DEFINE_string("kernel", None, "Deprecated: --feature_map=softmax|relu.")
+    flags.DEFINE_boolean("no_projection", None, "Deprecated: --feature_map=efficient.")
 
 
 def explicit_settings(names=None):
-    """The TrainConfig fields the user set on the command line."""
+    """The TrainConfig fields the user set on the command line (deprecated flags translated)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "dataset", "preset"}
-    return {name: flags.FLAGS[name].value for name in fields if name in flags.FLAGS and flags.FLAGS[name].present and (names is None or name in names)}
+    values = {
+        name: flags.FLAGS[name].value
+        for name in fields
+        if name in flags.FLAGS and flags.FLAGS[name].present and (names is None or name in names)
+    }
+    legacy = {
+        name: flags.FLAGS[name].value
+        for name in LEGACY_FLAGS
+        if name in flags.FLAGS and flags.FLAGS[name].present
+    }
+    if legacy and (names is None or "feature_map" in names):
+        if "feature_map" in values:
+            raise ValueError(
+                "flag --feature_map cannot be combined with the deprecated "
+                f"{['--' + n for n in legacy]}."
+            )
+        values["feature_map"] = upgrade_legacy_options(legacy)["feature_map"]
+    return values
 
 
 def require(*names):
@@ -84,10 +125,13 @@ def errors_to_exit_codes():
     one `error:` line each."""
     from relperf_tf.callbacks import Interrupted
     from relperf_tf.multi_worker import WorkerLostError
+    from relperf_tf.settings import InvalidSetting
     from relperf_tf.training import RunWriteError, TrainingDivergedError
 
     try:
         yield
+    except InvalidSetting as error:
+        fail(error.flag_message())
     except ValueError as error:
         fail(error)
     except data_lib.DataUnavailableError as error:
@@ -96,12 +140,21 @@ def errors_to_exit_codes():
         fail(error, EXIT_DIVERGED)
     except Interrupted as error:
         run_dir = getattr(error, "run_dir", None)
-        hint = f"; the last finished epoch is kept in {run_dir}: continue with --resume --version={os.path.basename(run_dir)}" if run_dir else ""
+        hint = (
+            f"; the last finished epoch is kept in {run_dir}: continue with --resume "
+            f"--version={os.path.basename(run_dir)}"
+            if run_dir
+            else ""
+        )
         fail(f"{error}{hint}.", EXIT_SIGNAL_BASE + error.signum)
     except RunWriteError as error:
         fail(error, EXIT_FILE_SYSTEM)
     except WorkerLostError as error:
-        fail(f"lost contact with another worker ({error}); training stopped. Restart every worker with --resume --version=<the chief's run>.", EXIT_WORKER_LOST)
+        fail(
+            f"lost contact with another worker ({error}); training stopped. Restart every worker "
+            "with --resume --version=<the chief's run>.",
+            EXIT_WORKER_LOST,
+        )
     except OSError as error:
         fail(f"file system error: {_first_line(error)}", EXIT_FILE_SYSTEM)
     except Exception as error:
@@ -133,7 +186,8 @@ def _parse(argv):
 
 
 def _exit_on_signal(signum, frame):
-    """SIGTERM/SIGINT as SystemExit(128 + signum): `finally`/`except BaseException` cleanups still run."""
+    """SIGTERM/SIGINT as SystemExit(128 + signum): `finally`/`except BaseException` cleanups still
+    run."""
     print(f"error: interrupted by {signal.Signals(signum).name}.", file=sys.stderr)
     raise SystemExit(EXIT_SIGNAL_BASE + signum)
 

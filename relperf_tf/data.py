@@ -11,20 +11,17 @@ import dataclasses
 import glob
 import os
 import shutil
-import socket
-import struct
 import tempfile
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
+from relperf_tf import data_sources
+from relperf_tf.data_sources import DataUnavailableError  # noqa: F401  (raised by this module's API)
+
 IMAGE_SIZE = 32
 VALIDATION_SIZE = 5000
-DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-# MTIME of the upstream .gz files; Debian cleared FNAME and reset MTIME.
-_UPSTREAM_MTIME = {"t10k": 1504176627, "train": 1504176606}
-_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +51,18 @@ DATASETS = {
     "fashion_mnist": DatasetSpec(
         "fashion_mnist",
         (28, 28, 1),
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
     ),
     "cifar10": DatasetSpec(
         "cifar10",
@@ -64,10 +72,6 @@ DATASETS = {
         std=(0.2023, 0.1994, 0.2010),
     ),
 }
-
-
-class DataUnavailableError(RuntimeError):
-    """The dataset is not prepared and cannot be downloaded here."""
 
 
 def get_spec(dataset):
@@ -83,39 +87,15 @@ def preprocess(images, dataset, embedding_type):
     the exported serving graph both call it.
     """
     spec = get_spec(dataset)
-    pixels = tf.image.resize(tf.cast(images, tf.float32), (IMAGE_SIZE, IMAGE_SIZE), method="bilinear")
+    pixels = tf.image.resize(
+        tf.cast(images, tf.float32), (IMAGE_SIZE, IMAGE_SIZE), method="bilinear"
+    )
     if embedding_type == "lookup":
         return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
     pixels = pixels / 255.0
     if spec.mean is not None:
         pixels = (pixels - tf.constant(spec.mean)) / tf.constant(spec.std)
     return pixels
-
-
-def restore_upstream_gzip(source, target):
-    """Rewrites a Debian Fashion-MNIST .gz with the upstream gzip header.
-
-    Debian's files differ from the upstream ones only in the header: FLG.FNAME
-    cleared (so the original name is gone) and MTIME reset. Restoring FLG=0x08,
-    MTIME and the name gives byte-identical files (same sha256 as TFDS records).
-    """
-    with open(source, "rb") as f:
-        raw = f.read()
-    if raw[:3] != b"\x1f\x8b\x08" or raw[3] != 0:
-        raise DataUnavailableError(f"{source} is not a gzip file with a bare header.")
-    name = os.path.basename(source)
-    mtime = _UPSTREAM_MTIME["t10k" if name.startswith("t10k") else "train"]
-    header = raw[:3] + b"\x08" + struct.pack("<I", mtime) + raw[8:10]
-    with open(target, "wb") as f:
-        f.write(header + name[: -len(".gz")].encode() + b"\x00" + raw[10:])
-
-
-def _network_available(timeout=3.0):
-    try:
-        with socket.create_connection(_DOWNLOAD_HOST, timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _missing_data_message(dataset, data_dir):
@@ -138,12 +118,15 @@ def prepare(dataset, data_dir=None):
     builder = tfds.builder(dataset, data_dir=data_dir)
     if builder.is_prepared():
         return builder
-    if dataset == "fashion_mnist" and os.path.isdir(DEBIAN_FASHION_MNIST):
+    debian = data_sources.DEBIAN_FASHION_MNIST
+    if dataset == "fashion_mnist" and os.path.isdir(debian):
         manual_dir = tempfile.mkdtemp(prefix="fashion_mnist_")
         try:
-            for name in sorted(os.listdir(DEBIAN_FASHION_MNIST)):
+            for name in sorted(os.listdir(debian)):
                 if name.endswith(".gz"):
-                    restore_upstream_gzip(os.path.join(DEBIAN_FASHION_MNIST, name), os.path.join(manual_dir, name))
+                    data_sources.restore_upstream_gzip(
+                        os.path.join(debian, name), os.path.join(manual_dir, name)
+                    )
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
             )
@@ -151,13 +134,14 @@ def prepare(dataset, data_dir=None):
             # TFDS prepares into a temporary folder: nothing is left that a later run would trust.
             detail = " ".join(str(error).split())
             raise DataUnavailableError(
-                f"a file of {DEBIAN_FASHION_MNIST} does not match Fashion-MNIST's registered checksum "
-                f"({detail[:200]}); reinstall it: sudo apt-get install --reinstall dataset-fashion-mnist."
+                f"a file of {debian} does not match Fashion-MNIST's registered checksum "
+                f"({detail[:200]}); reinstall it: sudo apt-get install --reinstall "
+                "dataset-fashion-mnist."
             ) from None
         finally:
             shutil.rmtree(manual_dir, ignore_errors=True)
         return builder
-    if not _network_available():
+    if not data_sources.network_available():
         raise DataUnavailableError(_missing_data_message(dataset, data_dir))
     builder.download_and_prepare()
     return builder
@@ -180,16 +164,29 @@ def verify_prepared(dataset, builder):
     if key in _VERIFIED:
         return
     rebuild = f"delete {builder.data_dir} and run again to rebuild it" + (
-        " from Debian's files" if dataset == "fashion_mnist" else f" (`tfds build {dataset}`, or a copy made on a machine with network)"
+        " from Debian's files"
+        if dataset == "fashion_mnist"
+        else f" (`tfds build {dataset}`, or a copy made on a machine with network)"
     )
     expected = sum(split.num_examples for split in builder.info.splits.values())
     try:
-        found = sum(int(n) for n in tf.data.TFRecordDataset(files).batch(4096).map(lambda b: tf.shape(b)[0]))
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as error:
+        found = sum(
+            int(n) for n in tf.data.TFRecordDataset(files).batch(4096).map(lambda b: tf.shape(b)[0])
+        )
+    except (
+        tf.errors.DataLossError,
+        tf.errors.InvalidArgumentError,
+        tf.errors.OutOfRangeError,
+    ) as error:
         reason = error.message.split(";")[0].strip()
-        raise DataUnavailableError(f"the prepared {dataset} is corrupt ({reason[:160]}); {rebuild}.") from None
+        raise DataUnavailableError(
+            f"the prepared {dataset} is corrupt ({reason[:160]}); {rebuild}."
+        ) from None
     if found != expected:
-        raise DataUnavailableError(f"the prepared {dataset} has {found} records where its dataset_info.json lists {expected}; {rebuild}.")
+        raise DataUnavailableError(
+            f"the prepared {dataset} has {found} records where its dataset_info.json lists "
+            f"{expected}; {rebuild}."
+        )
     _VERIFIED.add(key)
 
 
@@ -212,7 +209,14 @@ def _pipeline(dataset, split, builder, embedding_type, batch_size, shuffle_seed=
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def load(dataset, batch_size, embedding_type="linear", seed=0, data_dir=None, validation_size=VALIDATION_SIZE):
+def load(
+    dataset,
+    batch_size,
+    embedding_type="linear",
+    seed=0,
+    data_dir=None,
+    validation_size=VALIDATION_SIZE,
+):
     """Train/validation/test `tf.data` pipelines of (images, labels) batches."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is not allowed; use an integer >= 1.")
@@ -221,7 +225,9 @@ def load(dataset, batch_size, embedding_type="linear", seed=0, data_dir=None, va
     train_split = f"train[:-{validation_size}]"
     validation_split = f"train[-{validation_size}:]"
     return Splits(
-        train=_pipeline(dataset, train_split, builder, embedding_type, batch_size, shuffle_seed=seed),
+        train=_pipeline(
+            dataset, train_split, builder, embedding_type, batch_size, shuffle_seed=seed
+        ),
         validation=_pipeline(dataset, validation_split, builder, embedding_type, batch_size),
         test=_pipeline(dataset, "test", builder, embedding_type, batch_size),
         spec=get_spec(dataset),
@@ -232,5 +238,7 @@ def raw_test_images(dataset, data_dir=None):
     """All test images as uint8 `[N, H, W, C]` and labels `[N]` (NumPy)."""
     builder = prepare(dataset, data_dir)
     verify_prepared(dataset, builder)
-    images, labels = tfds.as_numpy(builder.as_dataset(split="test", as_supervised=True, batch_size=-1))
+    images, labels = tfds.as_numpy(
+        builder.as_dataset(split="test", as_supervised=True, batch_size=-1)
+    )
     return images, labels

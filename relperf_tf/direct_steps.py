@@ -2,10 +2,8 @@
 
 Keras 3's TensorFlow trainer runs every step as a graph (`tf.function`) that
 takes the batch from the iterator and calls the XLA-compiled step inside it.
-On CPU that nesting made our training step 1.46× slower than calling the very
-same compiled step directly (Performer, reference config, batch 16, 2-core
-AMD EPYC Zen 3: 1 771 vs 1 215 ms; a compiled step nested in any outer
-`tf.function` showed it, with or without the iterator). `DirectXlaSteps`
+On CPU that nesting made our training step about 1.5× slower than calling the
+same compiled step directly (measurements: docs/presets.md). `DirectXlaSteps`
 takes the batch eagerly and calls the compiled step, which computes exactly
 what Keras' would (`distribute_strategy.run(train_step)`).
 
@@ -19,8 +17,12 @@ import tensorflow as tf
 
 def uses_direct_steps(model):
     """Whether `model`'s train and test functions are the direct ones."""
-    return (model.jit_compile is True and not model.run_eagerly and model.steps_per_execution == 1
-            and model.distribute_strategy.num_replicas_in_sync == 1)
+    return (
+        model.jit_compile is True
+        and not model.run_eagerly
+        and model.steps_per_execution == 1
+        and model.distribute_strategy.num_replicas_in_sync == 1
+    )
 
 
 def direct_step_function(model, step):
@@ -43,7 +45,8 @@ def direct_step_function(model, step):
 
 
 class DirectXlaSteps:
-    """Mixin for `keras.Model` subclasses (place it before `keras.Model`): direct train and test steps where they apply."""
+    """Mixin for `keras.Model` subclasses (place it before `keras.Model`): direct train and test
+    steps where they apply."""
 
     def make_train_function(self, force=False):
         return self._direct_or_keras_function("train", force)

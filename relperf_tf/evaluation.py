@@ -6,19 +6,24 @@ import io
 import os
 
 from relperf_tf import atomic, runs
+from relperf_tf.layers.favor_kernel import upgrade_legacy_options
 from relperf_tf.training import TrainConfig
 
-HPARAM_COLUMNS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("verbose",))
+HPARAM_COLUMNS = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("verbose",)
+)
 COLUMNS = ("run_dir",) + HPARAM_COLUMNS + ("parameters", "test_loss", "test_accuracy")
 
 
 def evaluate_run(run_dir, data_dir=None):
     """One CSV row: run dir, hyperparameters, parameter count, test loss/accuracy."""
-    hparams = runs.load_hparams(run_dir)
+    hparams = upgrade_legacy_options(runs.load_hparams(run_dir))  # runs from before `feature_map`
     model = runs.load_best_model(run_dir, hparams)
     loss, accuracy = model.evaluate(runs.test_pipeline(hparams, data_dir), verbose=0)
     row = {"run_dir": run_dir, **{name: hparams.get(name) for name in HPARAM_COLUMNS}}
-    row.update(parameters=model.count_params(), test_loss=float(loss), test_accuracy=float(accuracy))
+    row.update(
+        parameters=model.count_params(), test_loss=float(loss), test_accuracy=float(accuracy)
+    )
     return row
 
 
@@ -34,7 +39,9 @@ def evaluate_into_csv(paths, output, data_dir=None):
         with open(output, newline="") as f:
             reader = csv.DictReader(f)
             if tuple(reader.fieldnames or ()) != COLUMNS:
-                raise ValueError(f"--output {output!r} is a CSV with other columns; choose a new file.")
+                raise ValueError(
+                    f"--output {output!r} is a CSV with other columns; choose a new file."
+                )
             done = {row["run_dir"] for row in reader}
     rows = [evaluate_run(run_dir, data_dir) for run_dir in run_dirs if run_dir not in done]
     # Every run is evaluated before the file is touched; then the old rows and

@@ -27,7 +27,11 @@ FORMATS = ("saved_model", "keras")
 
 
 def next_version(export_dir):
-    taken = [int(name) for name in (os.listdir(export_dir) if os.path.isdir(export_dir) else []) if re.fullmatch(r"\d+", name)]
+    taken = [
+        int(name)
+        for name in (os.listdir(export_dir) if os.path.isdir(export_dir) else [])
+        if re.fullmatch(r"\d+", name)
+    ]
     return max(taken, default=0) + 1
 
 
@@ -35,7 +39,9 @@ def serving_function(model, dataset, embedding_type):
     """The tf.function TF Serving calls: uint8 images → probabilities, classes."""
     spec = data_lib.get_spec(dataset)
 
-    @tf.function(input_signature=[tf.TensorSpec((None,) + spec.native_shape, tf.uint8, name="images")])
+    @tf.function(
+        input_signature=[tf.TensorSpec((None,) + spec.native_shape, tf.uint8, name="images")]
+    )
     def serve(images):
         # Loaded signatures do not enforce static shapes: check, never resize garbage.
         expected = "images must be uint8 [batch, {}, {}, {}]".format(*spec.native_shape)
@@ -48,7 +54,10 @@ def serving_function(model, dataset, embedding_type):
             images = tf.identity(images)
         logits = model(data_lib.preprocess(images, dataset, embedding_type), training=False)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
+        return {
+            "probabilities": probabilities,
+            "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
+        }
 
     return serve
 
@@ -84,7 +93,14 @@ def export_saved_model(model, dataset, embedding_type, export_dir, extra_metadat
         archive.add_endpoint("serving_default", serving_function(model, dataset, embedding_type))
         archive.add_endpoint("logits", logits_function(model, dataset, embedding_type))
         archive.write_out(staging, verbose=False)
-        metadata = dict(dataset=dataset, class_names=list(spec.class_names), input_shape=list(spec.native_shape), input_dtype="uint8", embedding_type=embedding_type, **(extra_metadata or {}))
+        metadata = dict(
+            dataset=dataset,
+            class_names=list(spec.class_names),
+            input_shape=list(spec.native_shape),
+            input_dtype="uint8",
+            embedding_type=embedding_type,
+            **(extra_metadata or {}),
+        )
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         with open(os.path.join(staging, METADATA), "w") as f:
             json.dump(metadata, f, indent=2)
@@ -115,9 +131,16 @@ def latest_version_dir(model_dir):
     """`model_dir` itself if it is a SavedModel, else its highest-numbered version."""
     if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
         return model_dir
-    versions = [int(n) for n in (os.listdir(model_dir) if os.path.isdir(model_dir) else []) if re.fullmatch(r"\d+", n)]
+    versions = [
+        int(n)
+        for n in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+        if re.fullmatch(r"\d+", n)
+    ]
     if not versions:
-        raise ValueError(f"MODEL_DIR {model_dir!r} holds no SavedModel (no saved_model.pb and no numbered version).")
+        raise ValueError(
+            f"MODEL_DIR {model_dir!r} holds no SavedModel (no saved_model.pb and no numbered "
+            "version)."
+        )
     return os.path.join(model_dir, str(max(versions)))
 
 

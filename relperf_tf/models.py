@@ -9,37 +9,37 @@ classifier head; `position_encoding` selects the strategy:
 | NoposPerformer           | none              | FavorAttention              |
 | RelativePerformer        | relative          | RelativeFavorAttention      |
 | ClippedRelativePerformer | clipped           | ClippedRelativeAttention    |
-
-`SoftmaxAttentionClassifier` is `Performer` with Keras' exact
-`MultiHeadAttention` in every block: the quadratic baseline of the benchmarks.
 """
 
+import inspect
 import warnings
 
 import keras
-import numpy as np
 from keras import ops
 
+from relperf_tf import settings
 from relperf_tf.direct_steps import DirectXlaSteps
 from relperf_tf.layers import (
     ClassToken,
     ClippedRelativeAttention,
     FavorAttention,
+    FavorKernel,
     GridRelativeAttention,
     LearnableSinusoidEncoding,
     PixelEmbedding,
     RelativeFavorAttention,
-    SoftmaxSelfAttention,
     TransformerBlock,
 )
-from relperf_tf.layers.grid_attention import relative_offsets
+from relperf_tf.layers.favor_kernel import upgrade_legacy_options
+from relperf_tf.layers.grid_positions import GridPositions
 from relperf_tf.layers.locality_prior import initial_frequencies, local_rotations
 
 # With an exact positional factor, the last block's class-token query has
 # factor 1 with every token: its α, β are not used, and Keras' optimizer would
 # warn about their missing gradients on every `fit`.
 warnings.filterwarnings(
-    "ignore", message=r"Gradients do not exist for variables \[('[^']*/attention/(alpha|beta)'(, )?)+\]"
+    "ignore",
+    message=r"Gradients do not exist for variables \[('[^']*/attention/(alpha|beta)'(, )?)+\]",
 )
 
 MODEL_NAMES = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer")
@@ -52,27 +52,16 @@ POSITION_ENCODINGS = {
 # How RelativePerformer's positional logits enter: estimated with the content by
 # FAVOR+ (the paper), or as an exact factor with grid offsets or cyclic ones.
 POSITION_KERNELS = ("favor", "exact", "circular")
-# Reference defaults (DESIGN §5).
-DEFAULT_HPARAMS = dict(
-    dim=128,
-    depth=4,
-    heads=4,
-    attn_dropout=0.1,
-    ff_dropout=0.1,
-    embedding_type="linear",
-    nb_features=None,
-    feature_redraw_interval=1000,
-    no_projection=False,
-    kernel="softmax",
-    pos_scales=4,
-    content_rel_attn=False,
-    position_kernel="favor",
-    locality=0.0,
-    margin=0,
-    clipping_dist=8,
-    seed=0,
-    remat=False,
+# The layers whose options a model passes through (each owns its `SETTINGS`).
+LAYER_OWNERS = (
+    PixelEmbedding,
+    TransformerBlock,
+    FavorKernel,
+    RelativeFavorAttention,
+    ClippedRelativeAttention,
 )
+# Keras' own constructor arguments of a model.
+_KERAS_ARGUMENTS = ("name", "dtype", "trainable")
 
 
 def display_name(model_name, position_kernel="favor"):
@@ -82,24 +71,48 @@ def display_name(model_name, position_kernel="favor"):
     return model_name
 
 
-def grid_coordinates(height, width):
-    """Row-major (row, col) coordinates of an H×W grid, float32 `[H·W, 2]`."""
-    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    return np.stack([rows.ravel(), cols.ravel()], axis=1).astype("float32")
-
-
-def _check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= {minimum}.")
+def _options_of(owner, options):
+    """The entries of `options` that `owner`'s `SETTINGS` name."""
+    return {s.name: options[s.name] for s in owner.SETTINGS if s.name in options}
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
 class PerformerClassifier(DirectXlaSteps, keras.Model):
     """Image classifier: pixels as tokens, class token, FAVOR+ blocks, linear head.
 
-    Images `[batch, H, W, C]` → logits `[batch, num_classes]`. Build it with
-    `build_model(name, ...)`; arguments are those of `DEFAULT_HPARAMS` plus
-    `image_shape`, `num_classes` and `position_encoding` (see module docstring).
+    Images `[batch, H, W, C]` → logits `[batch, num_classes]`, built
+    functionally (`keras.Model(images, logits)`) from one embedding path, a
+    stack of `TransformerBlock`s and a Dense head; `position_encoding` is the
+    one choice between the four models (module docstring). Every sublayer
+    takes the model's dtype policy: under `mixed_bfloat16` the Dense layers
+    compute in bf16, FAVOR+ feature maps and normalisers in float32.
+
+    Args:
+        image_shape: (height, width, channels) of the input images.
+        num_classes: int, number of logits.
+        position_encoding: `absolute`, `none`, `relative` or `clipped`.
+        dim: int, token width.
+        depth: int, number of transformer blocks.
+        heads: int, attention heads; must divide dim.
+        pos_scales: int, sinusoid frequencies per coordinate of the relative
+            position features.
+        position_kernel: how positional logits enter: `favor` (estimated with
+            the content by FAVOR+, the paper), `exact` (an exact factor over
+            grid offsets: equivariant for any random draw) or `circular`
+            (cyclic offsets: invariant to cyclic shifts).
+        locality: float, amplitude (>= 0) of the α, β that start head h
+            attending around neighbour offset h (0: N(0, 1) as in the paper).
+        margin: int, pixels (>= 0) of background (zeros after preprocessing)
+            added around each image inside the model.
+        seed: int, base seed of the FAVOR+ draws (block i uses 1000·seed + i).
+        remat: bool, recompute feature maps and feed-forward activations in
+            the backward pass: less memory for long sequences, about a third
+            more compute.
+        **kwargs: options of the layers in `LAYER_OWNERS` (`embedding_type`,
+            `attn_dropout`, `ff_dropout`, `nb_features`, `feature_map`,
+            `feature_redraw_interval`, `content_rel_attn`, `clipping_dist`;
+            each defaults to its layer's default), and Keras' `name`, `dtype`
+            (a dtype policy, e.g. `"mixed_bfloat16"`) and `trainable`.
     """
 
     def __init__(
@@ -110,153 +123,215 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
         dim=128,
         depth=4,
         heads=4,
-        attn_dropout=0.1,
-        ff_dropout=0.1,
-        embedding_type="linear",
-        nb_features=None,
-        feature_redraw_interval=1000,
-        no_projection=False,
-        kernel="softmax",
         pos_scales=4,
-        content_rel_attn=False,
         position_kernel="favor",
         locality=0.0,
         margin=0,
-        clipping_dist=8,
         seed=0,
         remat=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if position_encoding not in POSITION_ENCODINGS.values():
-            raise ValueError(
-                f"position_encoding={position_encoding!r} is not allowed; "
-                f"use one of {tuple(POSITION_ENCODINGS.values())}."
-            )
-        if len(image_shape) != 3:
-            raise ValueError(
-                f"image_shape={tuple(image_shape)} is not allowed; use (height, width, channels)."
-            )
-        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("pos_scales", pos_scales), ("clipping_dist", clipping_dist), ("num_classes", num_classes)):
-            _check_positive_int(name, value)
-        if nb_features is not None:
-            _check_positive_int("nb_features", nb_features)
-        if dim % heads:
-            raise ValueError(f"dim={dim} is not divisible by heads={heads}; choose heads that divide dim.")
-        if position_kernel not in POSITION_KERNELS:
-            raise ValueError(
-                f"position_kernel={position_kernel!r} is not allowed; use one of {POSITION_KERNELS}."
-            )
-        if isinstance(locality, bool) or not float(locality) >= 0.0:
-            raise ValueError(f"locality={locality!r} is not allowed; use a number >= 0 (0: the paper's N(0, 1) init).")
-        _check_positive_int("margin", margin, minimum=0)
-        if position_encoding == "absolute" and dim % 4:
-            raise ValueError(f"dim={dim} is not allowed for Performer; use a multiple of 4.")
+        keras_kwargs = {k: kwargs.pop(k) for k in _KERAS_ARGUMENTS if k in kwargs}
+        arguments = dict(
+            image_shape=image_shape,
+            num_classes=num_classes,
+            position_encoding=position_encoding,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            pos_scales=pos_scales,
+            position_kernel=position_kernel,
+            locality=locality,
+            margin=margin,
+            seed=seed,
+            remat=remat,
+        )
+        checked = self.check_settings(**arguments, **kwargs)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.num_classes = int(num_classes)
         self.position_encoding = position_encoding
         self.dim, self.depth, self.heads = int(dim), int(depth), int(heads)
-        self.attn_dropout, self.ff_dropout = float(attn_dropout), float(ff_dropout)
-        self.embedding_type = embedding_type
-        self.nb_features = nb_features
-        self.feature_redraw_interval = feature_redraw_interval
-        self.no_projection = bool(no_projection)
-        self.kernel = kernel
         self.pos_scales = int(pos_scales)
-        self.content_rel_attn = bool(content_rel_attn)
         self.position_kernel = position_kernel
         self.locality = float(locality)
         self.margin = int(margin)
-        self.clipping_dist = int(clipping_dist)
         self.seed = int(seed)
         self.remat = bool(remat)
+        # Every layer option, at its layer's default unless given.
+        self.layer_options = {
+            s.name: checked.get(s.name, s.default) for owner in LAYER_OWNERS for s in owner.SETTINGS
+        }
+        policy = keras.dtype_policies.get(keras_kwargs.get("dtype") or keras.config.dtype_policy())
+        self._sublayer = dict(dtype=policy)
 
-        height, width = self.grid_shape
-        self._coordinates = grid_coordinates(height, width)
-        self.embedding = PixelEmbedding(dim, embedding_type, name="embedding")
-        self.positions = None
-        if position_encoding == "absolute":
-            self.positions = LearnableSinusoidEncoding(dim // 4, 1000.0 * max(height, width), name="positions")
-        elif position_encoding == "relative":
-            self.positions = LearnableSinusoidEncoding(self.pos_scales, 2.0 * max(height, width), name="positions")
-        self.class_token = ClassToken("last" if position_encoding == "clipped" else "first", name="class_token")
+        # === Layers ===
+        self.embedding = PixelEmbedding(
+            self.dim,
+            name="embedding",
+            **self._sublayer,
+            **_options_of(PixelEmbedding, self.layer_options),
+        )
+        self.positions = self._make_positions()
+        self.class_token = ClassToken(
+            "last" if position_encoding == "clipped" else "first",
+            name="class_token",
+            **self._sublayer,
+        )
         self.blocks = [
-            TransformerBlock(self._attention(index), attn_dropout, ff_dropout, remat=self.remat, name=f"block_{index}")
+            TransformerBlock(
+                self._attention(index),
+                remat=self.remat,
+                name=f"block_{index}",
+                **self._sublayer,
+                **_options_of(TransformerBlock, self.layer_options),
+            )
             for index in range(self.depth)
         ]
-        self.head = keras.layers.Dense(num_classes, name="head")
+        self.head = keras.layers.Dense(self.num_classes, name="head", **self._sublayer)
 
-    def _attention(self, index):
-        """The attention layer of block `index`: the one place the variants differ."""
-        favor = dict(
-            nb_features=self.nb_features,
-            kernel=self.kernel,
-            no_projection=self.no_projection,
-            feature_redraw_interval=self.feature_redraw_interval,
-            seed=self.seed * 1000 + index,
-            remat=self.remat,
-            name="attention",
-        )
-        if self.position_encoding == "relative":
-            layer = GridRelativeAttention if self.position_kernel != "favor" else RelativeFavorAttention
-            return layer(self.heads, content_rel_attn=self.content_rel_attn, **self._rotation_initializers(), **favor)
-        if self.position_encoding == "clipped":
-            return ClippedRelativeAttention(
-                self.heads, grid_shape=self.grid_shape, clipping_dist=self.clipping_dist, **favor
-            )
-        return FavorAttention(self.heads, **favor)
-
-    def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(f"images of rank {len(input_shape)} are not allowed; use [batch, H, W, C].")
-        height, width = self.grid_shape
-        tokens = height * width + 1
-        self.embedding.build(input_shape)
-        self.class_token.build((None, tokens - 1, self.dim))
-        positions_shape = None
-        if self.positions is not None:
-            self.positions.build(self._coordinates.shape)
-            if self._grid_positions():
-                positions_shape = [(height, height, 2 * self.pos_scales), (width, width, 2 * self.pos_scales)]
-            elif self.position_encoding == "relative":
-                positions_shape = (tokens, 4 * self.pos_scales)
-        for block in self.blocks:
-            block.build((None, tokens, self.dim), positions_shape)
-        self.head.build((None, self.dim))
-
-    def call(self, images, training=None):
-        if len(images.shape) != 4:
-            raise ValueError(f"images of rank {len(images.shape)} are not allowed; use [batch, H, W, C].")
-        if tuple(images.shape[1:]) != self.image_shape:
-            raise ValueError(
-                f"images of shape {tuple(images.shape[1:])} are not allowed; "
-                f"this model takes {self.image_shape}."
-            )
+        # === Functional model ===
+        images = keras.Input(shape=self.image_shape, name="images")
+        x = images
         if self.margin:
             # Background (zero after preprocessing) around the image: the frame moves away.
             pad = (0, 0), (self.margin, self.margin), (self.margin, self.margin), (0, 0)
-            images = ops.pad(images, pad)
-        tokens = self.embedding(images)  # [b, H·W, dim] of the grid
-        positions = None
-        if self.position_encoding == "absolute":
-            tokens = tokens + ops.cast(self.positions(self._coordinates), tokens.dtype)[None]
-        elif self._grid_positions():
-            circular = self.position_kernel == "circular"
-            positions = [self.positions(relative_offsets(n, circular)[..., None]) for n in self.grid_shape]
-        elif self.position_encoding == "relative":
-            encodings = self.positions(self._coordinates)  # [H·W, 4S]
-            positions = ops.pad(encodings, ((1, 0), (0, 0)))  # class token first: zeros
+            x = ops.pad(x, pad)
+        tokens, positions = self._add_positions(self.embedding(x))  # [b, H·W, dim] of the grid
         x = self.class_token(tokens)
         for block in self.blocks[:-1]:
-            x = block(x, positions, training=training)
+            x = block(x, positions)
         # The head reads the class token only: the last block computes nothing else.
-        x = self.blocks[-1](x, positions, training=training, query_index=self.class_token.index())
-        return self.head(x[:, 0])
+        x = self.blocks[-1](x, positions, query_index=self.class_token.index())
+        # Logits in float32 whatever the policy (the loss and exports read them).
+        logits = ops.cast(self.head(x[:, 0]), "float32")
+        super().__init__(inputs=images, outputs=logits, **keras_kwargs)
+        self.dtype_policy = policy  # Keras' functional constructor leaves it at the global one
 
-    @property
-    def grid_shape(self):
-        """(rows, columns) of the token grid: the image and its margin."""
-        return tuple(size + 2 * self.margin for size in self.image_shape[:2])
+    @classmethod
+    def check_settings(cls, **arguments):
+        """Checks every rule of the model and of its layers' options, building nothing.
+
+        Takes the constructor's arguments (unset ones at their defaults);
+        returns the layer options among them (legacy `kernel`/`no_projection`
+        turned into `feature_map`). Raises `settings.InvalidSetting` naming
+        the parameter, its value and what is allowed.
+        """
+        bound = inspect.signature(cls.__init__).bind_partial(None, **arguments)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        options = upgrade_legacy_options(
+            {k: v for k, v in values.pop("kwargs").items() if k not in _KERAS_ARGUMENTS}
+        )
+        known = {s.name for owner in LAYER_OWNERS for s in owner.SETTINGS}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            allowed = sorted(
+                known | set(values) - {"self", "image_shape", "num_classes", "position_encoding"}
+            )
+            raise settings.InvalidSetting(f"unknown hyperparameters {unknown}; allowed: {allowed}.")
+        encoding = values["position_encoding"]
+        settings.check_choice("position_encoding", encoding, tuple(POSITION_ENCODINGS.values()))
+        image_shape = tuple(values["image_shape"])
+        if len(image_shape) != 3:
+            raise settings.InvalidSetting(
+                f"image_shape={image_shape} is not allowed; use (height, width, channels) "
+                "for images of rank 4 [batch, H, W, C].",
+                ["image_shape"],
+            )
+        for name in ("dim", "depth", "heads", "pos_scales", "num_classes"):
+            settings.check_int(name, values[name], 1)
+        settings.check_int("margin", values["margin"], 0)
+        settings.check_choice("position_kernel", values["position_kernel"], POSITION_KERNELS)
+        settings.check_number(
+            "locality", values["locality"], 0.0, hint=" (0: the paper's N(0, 1) init)"
+        )
+        dim, heads = values["dim"], values["heads"]
+        FavorAttention.check_heads(dim, heads)
+        if encoding == "absolute" and dim % 4:
+            raise settings.InvalidSetting(
+                f"dim={dim} is not allowed for Performer; use a multiple of 4.", ["dim"]
+            )
+        if encoding == "clipped":
+            ClippedRelativeAttention.check_heads_even(heads)
+        for owner in LAYER_OWNERS:
+            owner.check_options(**_options_of(owner, options))
+        PixelEmbedding.check_width(dim, image_shape[2], options.get("embedding_type"))
+        if encoding == "relative" and values["position_kernel"] != "favor":
+            GridRelativeAttention.check_options(
+                content_rel_attn=options.get("content_rel_attn", False)
+            )
+        return options
+
+    # --- the one place the four models differ: how positions enter ---------
+
+    def _make_positions(self):
+        """The learnable sinusoid encoding of absolute or relative positions, or None.
+
+        It computes in float32 under any policy: in bf16, ω·p for p up to the
+        grid size would carry phase errors of a tenth of a radian.
+        """
+        size = max(self.grid_shape)
+        float32 = self._sublayer["dtype"].variable_dtype
+        if self.position_encoding == "absolute":
+            return LearnableSinusoidEncoding(
+                self.dim // 4, 1000.0 * size, name="positions", dtype=float32
+            )
+        if self.position_encoding == "relative":
+            return LearnableSinusoidEncoding(
+                self.pos_scales, 2.0 * size, name="positions", dtype=float32
+            )
+        return None
+
+    def _add_positions(self, tokens):
+        """(tokens, positions for the blocks): absolute encodings join the tokens,
+        relative ones go to every attention layer (per token, or per row/column offset)."""
+        if self.position_encoding == "absolute":
+            encodings = self.positions(
+                GridPositions(self.grid_shape, name="grid_coordinates")(tokens)
+            )
+            return tokens + ops.expand_dims(ops.cast(encodings, tokens.dtype), 0), None
+        if self.position_encoding != "relative":
+            return tokens, None
+        if self._grid_positions():
+            circular = self.position_kernel == "circular"
+            return tokens, [
+                self.positions(GridPositions(self.grid_shape, kind, circular, name=kind)(tokens))
+                for kind in ("row_offsets", "col_offsets")
+            ]
+        encodings = self.positions(GridPositions(self.grid_shape, name="grid_coordinates")(tokens))
+        return tokens, ops.pad(
+            encodings, ((1, 0), (0, 0))
+        )  # [H·W + 1, 4S]: class token first, zeros
+
+    def _attention(self, index):
+        """The attention layer of block `index`."""
+        favor = dict(
+            _options_of(FavorKernel, self.layer_options),
+            seed=self.seed * 1000 + index,
+            remat=self.remat,
+            name="attention",
+            **self._sublayer,
+        )
+        if self.position_encoding == "relative":
+            layer = GridRelativeAttention if self._grid_positions() else RelativeFavorAttention
+            return layer(
+                self.heads,
+                **_options_of(RelativeFavorAttention, self.layer_options),
+                **self._rotation_initializers(),
+                **favor,
+            )
+        if self.position_encoding == "clipped":
+            return ClippedRelativeAttention(
+                self.heads,
+                grid_shape=self.grid_shape,
+                **_options_of(ClippedRelativeAttention, self.layer_options),
+                **favor,
+            )
+        return FavorAttention(self.heads, **favor)
+
+    def _grid_positions(self):
+        """Whether attention takes the encodings of row and column offsets (exact factor)."""
+        return self.position_encoding == "relative" and self.position_kernel != "favor"
 
     def _rotation_initializers(self):
         """α, β initializers of the relative attention: N(0, 1), or the locality prior."""
@@ -269,52 +344,71 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
             beta_initializer=keras.initializers.Constant(beta),
         )
 
-    def _grid_positions(self):
-        """Whether attention takes the encodings of row and column offsets (exact factor)."""
-        return self.position_encoding == "relative" and self.position_kernel != "favor"
+    # --- Keras ---------------------------------------------------------------
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
+    @property
+    def grid_shape(self):
+        """(rows, columns) of the token grid: the image and its margin."""
+        return tuple(size + 2 * self.margin for size in self.image_shape[:2])
+
+    def call(self, inputs, training=None, mask=None):
+        shape = tuple(inputs.shape)
+        if len(shape) != 4:
+            raise ValueError(f"images of rank {len(shape)} are not allowed; use [batch, H, W, C].")
+        if shape[1:] != self.image_shape:
+            raise ValueError(
+                f"images of shape {shape[1:]} are not allowed; this model takes {self.image_shape}."
+            )
+        return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable}
-        config.update(
+        return dict(
+            name=self.name,
+            trainable=self.trainable,
+            dtype=keras.dtype_policies.serialize(self._sublayer["dtype"]),
             image_shape=self.image_shape,
             num_classes=self.num_classes,
             position_encoding=self.position_encoding,
             dim=self.dim,
             depth=self.depth,
             heads=self.heads,
-            attn_dropout=self.attn_dropout,
-            ff_dropout=self.ff_dropout,
-            embedding_type=self.embedding_type,
-            nb_features=self.nb_features,
-            feature_redraw_interval=self.feature_redraw_interval,
-            no_projection=self.no_projection,
-            kernel=self.kernel,
             pos_scales=self.pos_scales,
-            content_rel_attn=self.content_rel_attn,
             position_kernel=self.position_kernel,
             locality=self.locality,
             margin=self.margin,
-            clipping_dist=self.clipping_dist,
             seed=self.seed,
             remat=self.remat,
+            **self.layer_options,
         )
-        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
 
 
-@keras.saving.register_keras_serializable(package="relperf_tf")
-class SoftmaxAttentionClassifier(PerformerClassifier):
-    """`Performer` whose attention is `keras.layers.MultiHeadAttention` (exact softmax).
+PerformerClassifier.SETTINGS = settings.describe(
+    PerformerClassifier,
+    ("dim", "depth", "heads", "pos_scales", "position_kernel", "locality", "margin", "remat"),
+    choices={"position_kernel": POSITION_KERNELS},
+    models={name: ("RelativePerformer",) for name in ("pos_scales", "position_kernel", "locality")},
+    search={"depth": settings.Int(1, 6), "pos_scales": settings.Int(1, 8)},
+)
+# Every model option, each described by the constructor that uses it.
+MODEL_SETTINGS = PerformerClassifier.SETTINGS + tuple(
+    s for owner in LAYER_OWNERS for s in owner.SETTINGS
+)
 
-    Same embedding, absolute positions, blocks and head; only the attention
-    layer differs, so benchmarks compare FAVOR+ with quadratic attention in
-    the same architecture. FAVOR+ options are accepted and ignored.
-    """
 
-    def _attention(self, index):
-        return SoftmaxSelfAttention(self.heads, self.dim // self.heads, name="attention")
+def check_hparams(name, *, image_shape, num_classes, **hparams):
+    """Checks a model's settings without building it (see `PerformerClassifier.check_settings`)."""
+    settings.check_choice("model", name, MODEL_NAMES)
+    hparams = {k: v for k, v in hparams.items() if v is not None or k == "nb_features"}
+    return PerformerClassifier.check_settings(
+        image_shape=image_shape,
+        num_classes=num_classes,
+        position_encoding=POSITION_ENCODINGS[name],
+        **hparams,
+    )
 
 
 def build_model(name, *, image_shape, num_classes, **hparams):
@@ -324,31 +418,19 @@ def build_model(name, *, image_shape, num_classes, **hparams):
         name: one of `MODEL_NAMES`.
         image_shape: (H, W, C) of the input images.
         num_classes: int, number of output logits.
-        **hparams: any of `DEFAULT_HPARAMS`; the rest keep their defaults.
+        **hparams: any of `MODEL_SETTINGS` (None: its default), `seed`, and
+            Keras' `dtype` (a dtype policy).
 
     Returns:
         A built `PerformerClassifier`: images `[batch, H, W, C]` → logits
         `[batch, num_classes]`.
     """
-    if name not in MODEL_NAMES:
-        raise ValueError(f"model={name!r} is not allowed; use one of {MODEL_NAMES}.")
-    unknown = sorted(set(hparams) - set(DEFAULT_HPARAMS))
-    if unknown:
-        raise ValueError(
-            f"unknown hyperparameters {unknown}; allowed: {sorted(DEFAULT_HPARAMS)}."
-        )
-    config = {**DEFAULT_HPARAMS, **{k: v for k, v in hparams.items() if v is not None or k == "nb_features"}}
-    if len(tuple(image_shape)) != 3:
-        raise ValueError(
-            f"image_shape={tuple(image_shape)} is not allowed; use (height, width, channels) "
-            "for images of rank 4 [batch, H, W, C]."
-        )
-    model = PerformerClassifier(
+    check_hparams(name, image_shape=image_shape, num_classes=num_classes, **hparams)
+    hparams = {k: v for k, v in hparams.items() if v is not None or k == "nb_features"}
+    return PerformerClassifier(
         image_shape=tuple(image_shape),
         num_classes=num_classes,
         position_encoding=POSITION_ENCODINGS[name],
         name=name,
-        **config,
+        **hparams,
     )
-    model.build((None,) + tuple(image_shape))
-    return model

@@ -46,7 +46,10 @@ from relperf_tf import atomic
 from relperf_tf import data as data_lib
 from relperf_tf.callbacks import BestCheckpoint, Interrupted, MetricsCSVLogger, StopOnSignal
 
-TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
+TF_CONFIG_EXAMPLE = (
+    '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+    '"task": {"type": "worker", "index": 0}}'
+)
 # Settings that one process per worker cannot honour.
 UNSUPPORTED = {"cpu_replicas": 1}
 
@@ -68,7 +71,10 @@ class Cluster:
 
 
 def _tf_config_error(problem):
-    return ValueError(f"TF_CONFIG {problem}; --strategy=multi_worker needs, on every worker, TF_CONFIG='{TF_CONFIG_EXAMPLE}' with that worker's own index.")
+    return ValueError(
+        f"TF_CONFIG {problem}; --strategy=multi_worker needs, on every worker, "
+        f"TF_CONFIG='{TF_CONFIG_EXAMPLE}' with that worker's own index."
+    )
 
 
 def read_cluster(environ=None):
@@ -79,20 +85,39 @@ def read_cluster(environ=None):
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as error:
-        raise _tf_config_error(f"is not valid JSON ({error.msg} at character {error.pos})") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("cluster"), dict) or not isinstance(spec.get("task"), dict):
+        raise _tf_config_error(
+            f"is not valid JSON ({error.msg} at character {error.pos})"
+        ) from None
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("cluster"), dict)
+        or not isinstance(spec.get("task"), dict)
+    ):
         raise _tf_config_error("needs a 'cluster' and a 'task' object")
     jobs = sorted(set(spec["cluster"]) - {"worker"})
     if jobs:
-        raise _tf_config_error(f"has jobs {jobs}; only 'worker' jobs are supported (worker 0 is the chief)")
+        raise _tf_config_error(
+            f"has jobs {jobs}; only 'worker' jobs are supported (worker 0 is the chief)"
+        )
     workers = spec["cluster"].get("worker")
-    if not (isinstance(workers, list) and workers and all(isinstance(w, str) and w.rpartition(":")[2].isdigit() and w.rpartition(":")[0] for w in workers)):
-        raise _tf_config_error(f"cluster.worker={workers!r} is not a non-empty list of 'host:port' strings")
+    if not (
+        isinstance(workers, list)
+        and workers
+        and all(
+            isinstance(w, str) and w.rpartition(":")[2].isdigit() and w.rpartition(":")[0]
+            for w in workers
+        )
+    ):
+        raise _tf_config_error(
+            f"cluster.worker={workers!r} is not a non-empty list of 'host:port' strings"
+        )
     task_type, index = spec["task"].get("type"), spec["task"].get("index")
     if task_type != "worker":
         raise _tf_config_error(f"task.type={task_type!r} is not allowed; use 'worker'")
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(workers):
-        raise _tf_config_error(f"task.index={index!r} is outside the cluster; use 0 … {len(workers) - 1}")
+        raise _tf_config_error(
+            f"task.index={index!r} is outside the cluster; use 0 … {len(workers) - 1}"
+        )
     return Cluster(tuple(workers), index)
 
 
@@ -100,13 +125,21 @@ def check_config(config, cluster):
     """Settings this loop cannot run (ValueError naming the flag)."""
     for name, allowed in UNSUPPORTED.items():
         if getattr(config, name) != allowed:
-            raise ValueError(f"flag --{name}={getattr(config, name)!r} is not allowed with --strategy=multi_worker (one replica per worker); use --{name}={allowed}.")
+            raise ValueError(
+                f"flag --{name}={getattr(config, name)!r} is not allowed with "
+                f"--strategy=multi_worker (one replica per worker); use --{name}={allowed}."
+            )
     if config.batch_size % len(cluster.workers):
-        raise ValueError(f"flag --batch_size={config.batch_size} is not divisible by the {len(cluster.workers)} workers of TF_CONFIG; use a multiple of {len(cluster.workers)} (the global batch is split evenly).")
+        raise ValueError(
+            f"flag --batch_size={config.batch_size} is not divisible by the "
+            f"{len(cluster.workers)} workers of TF_CONFIG; use a multiple of "
+            f"{len(cluster.workers)} (the global batch is split evenly)."
+        )
 
 
 class _EagerCollectivesFilter(logging.Filter):
-    """Drops TF's warning about eager collectives: only the few small ones outside the step run eagerly."""
+    """Drops TF's warning about eager collectives: only the few small ones outside the step run
+    eagerly."""
 
     def filter(self, record):
         return "CollectiveAllReduceStrategy eagerly" not in record.getMessage()
@@ -115,7 +148,9 @@ class _EagerCollectivesFilter(logging.Filter):
 def make_strategy():
     """MultiWorkerMirroredStrategy over TF_CONFIG's workers (gRPC ring all-reduce on CPUs)."""
     logging.getLogger("tensorflow").addFilter(_EagerCollectivesFilter())
-    options = tf.distribute.experimental.CommunicationOptions(implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING
+    )
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
@@ -146,12 +181,16 @@ def agree(strategy, values, what, hint="start every worker with the same flags")
     """Checks that every worker holds the same integers `values`; returns them."""
     table = _all_gather(strategy, [int(v) for v in values])
     if not (table == table[0]).all():
-        raise ValueError(f"the workers disagree on {what} ({', '.join(f'worker {w}: {list(row)}' for w, row in enumerate(table))}); {hint}.")
+        raise ValueError(
+            f"the workers disagree on {what} "
+            f"({', '.join(f'worker {w}: {list(row)}' for w, row in enumerate(table))}); {hint}."
+        )
     return [int(v) for v in table[0]]
 
 
 def _settings_fingerprint(config):
-    """A checksum of the settings every worker must share (all but verbosity; the seed too, set or not)."""
+    """A checksum of the settings every worker must share (all but verbosity; the seed too, set or
+    not)."""
     shared = {k: v for k, v in dataclasses.asdict(config).items() if k != "verbose"}
     return zlib.crc32(json.dumps(shared, sort_keys=True, default=str).encode()) & 0x7FFFFFFF
 
@@ -161,22 +200,36 @@ def _collectives_guard():
     """A failed collective (a worker gone) as WorkerLostError."""
     try:
         yield
-    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError, tf.errors.AbortedError, tf.errors.FailedPreconditionError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip() and "Graph execution error" not in line]
-        raise WorkerLostError(f"{type(error).__name__}: {lines[0][:200] if lines else ''}") from None
+    except (
+        tf.errors.UnavailableError,
+        tf.errors.CancelledError,
+        tf.errors.DeadlineExceededError,
+        tf.errors.AbortedError,
+        tf.errors.FailedPreconditionError,
+    ) as error:
+        lines = [
+            line.strip()
+            for line in str(error).splitlines()
+            if line.strip() and "Graph execution error" not in line
+        ]
+        raise WorkerLostError(
+            f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
+        ) from None
 
 
 # --- data ----------------------------------------------------------------------
 
 
 def distribute_train(strategy, dataset, global_batch, skip_batches):
-    """Global batches (repeated, the first `skip_batches` skipped), each split across the replicas."""
+    """Global batches (repeated, the first `skip_batches` skipped), split across the replicas."""
     stream = dataset.repeat().skip(skip_batches)
 
     def replica_dataset(context):
         size = context.get_per_replica_batch_size(global_batch)
         start = context.input_pipeline_id * size
-        return stream.map(lambda images, labels: (images[start : start + size], labels[start : start + size]))
+        return stream.map(
+            lambda images, labels: (images[start : start + size], labels[start : start + size])
+        )
 
     return strategy.distribute_datasets_from_function(replica_dataset)
 
@@ -209,8 +262,16 @@ class Loop:
 
     @staticmethod
     def _sums(labels, logits, losses):
-        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels), tf.float64)
-        return tf.stack([tf.reduce_sum(tf.cast(losses, tf.float64)), tf.reduce_sum(correct), tf.cast(tf.size(labels), tf.float64)])
+        correct = tf.cast(
+            tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels), tf.float64
+        )
+        return tf.stack(
+            [
+                tf.reduce_sum(tf.cast(losses, tf.float64)),
+                tf.reduce_sum(correct),
+                tf.cast(tf.size(labels), tf.float64),
+            ]
+        )
 
     def _replica_step(self, images, labels, stop):
         grads, sums = self.gradients(images, labels)
@@ -287,17 +348,29 @@ def train(config, splits=None, environ=None):
     with _collectives_guard():
         agree(strategy, [_settings_fingerprint(config)], "the settings (a checksum of their flags)")
         if config.seed is None:  # the chief's draw, for everyone
-            config.seed = int(_all_reduce(strategy, [float(random.randrange(2**31) if cluster.is_chief else 0)])[0])
+            config.seed = int(
+                _all_reduce(strategy, [float(random.randrange(2**31) if cluster.is_chief else 0)])[
+                    0
+                ]
+            )
     keras.utils.set_random_seed(config.seed)
     if splits is None:
-        splits = data_lib.load(config.dataset, config.batch_size, config.embedding_type, config.seed, config.data_dir)
+        splits = data_lib.load(
+            config.dataset, config.batch_size, config.embedding_type, config.seed, config.data_dir
+        )
     model = training.build_compiled_model(config, strategy)
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    chief_dir = os.path.join(config.log_dir, config.exp_name, config.version) if config.version else None
-    run_dir = training.claim_run_dir(config) if cluster.is_chief else tempfile.mkdtemp(prefix=f"relperf-worker{cluster.index}-")
+    chief_dir = (
+        os.path.join(config.log_dir, config.exp_name, config.version) if config.version else None
+    )
+    run_dir = (
+        training.claim_run_dir(config)
+        if cluster.is_chief
+        else tempfile.mkdtemp(prefix=f"relperf-worker{cluster.index}-")
+    )
     try:
         checkpoint_dir = os.path.join(run_dir, "checkpoints")
         os.makedirs(checkpoint_dir, exist_ok=True)
@@ -308,55 +381,121 @@ def train(config, splits=None, environ=None):
             if not cluster.is_chief:
                 _copy_chief_files(chief_dir, run_dir)
         with _collectives_guard():
-            start_epoch = agree(strategy, [start_epoch], "the epoch to resume from", "--log_dir must be a file system every worker sees (each restores the chief's checkpoint)")[0]
-        manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "backup"), max_to_keep=2)
+            start_epoch = agree(
+                strategy,
+                [start_epoch],
+                "the epoch to resume from",
+                "--log_dir must be a file system every worker sees (each restores the chief's "
+                "checkpoint)",
+            )[0]
+        manager = tf.train.CheckpointManager(
+            checkpoint, os.path.join(run_dir, "backup"), max_to_keep=2
+        )
 
         hparams_path = os.path.join(run_dir, "hparams.json")
         if not (config.resume and os.path.exists(hparams_path)):
-            hparams = dict(dataclasses.asdict(config), run_dir=run_dir, replicas=strategy.num_replicas_in_sync, workers=list(cluster.workers), parameters=model.count_params(), versions=training._versions())
+            hparams = dict(
+                dataclasses.asdict(config),
+                run_dir=run_dir,
+                replicas=strategy.num_replicas_in_sync,
+                workers=list(cluster.workers),
+                parameters=model.count_params(),
+                versions=training._versions(),
+            )
             atomic.write_json(hparams_path, hparams)
-        result = _fit(config, strategy, cluster, model, splits, run_dir, checkpoint_dir, manager, epoch_var, start_epoch)
-        shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)  # finished: as BackupAndRestore, no backup left
+        result = _fit(
+            config,
+            strategy,
+            cluster,
+            model,
+            splits,
+            run_dir,
+            checkpoint_dir,
+            manager,
+            epoch_var,
+            start_epoch,
+            chief_dir,
+        )
+        shutil.rmtree(
+            os.path.join(run_dir, "backup"), ignore_errors=True
+        )  # finished: as BackupAndRestore, no backup left
     finally:
         if not cluster.is_chief:
             shutil.rmtree(run_dir, ignore_errors=True)
     return dict(result, run_dir=run_dir if cluster.is_chief else None, worker=cluster.index)
 
 
-def _fit(config, strategy, cluster, model, splits, run_dir, checkpoint_dir, manager, epoch_var, start_epoch):
-    """The epochs, then the test of the best weights (written by every worker into its `run_dir`)."""
+def _fit(
+    config,
+    strategy,
+    cluster,
+    model,
+    splits,
+    run_dir,
+    checkpoint_dir,
+    manager,
+    epoch_var,
+    start_epoch,
+    chief_dir,
+):
+    """The epochs, then the test of the best weights (every worker writes into its `run_dir`)."""
     from relperf_tf import training
+
     steps_per_epoch = config.steps_per_epoch or int(splits.train.cardinality())
     if steps_per_epoch < 1:
         raise ValueError("the training split's size is unknown; set --steps_per_epoch.")
     loop = Loop(strategy, cluster, model, config.batch_size, config.jit_compile)
-    iterator = iter(distribute_train(strategy, splits.train, config.batch_size, start_epoch * steps_per_epoch))
+    iterator = iter(
+        distribute_train(strategy, splits.train, config.batch_size, start_epoch * steps_per_epoch)
+    )
     history = MetricsCSVLogger(os.path.join(run_dir, "metrics.csv"), initial_epoch=start_epoch)
     best = BestCheckpoint(os.path.join(checkpoint_dir, "best.keras"), history, config.patience)
     callbacks = keras.callbacks.CallbackList([history, best], model=model)
-    writers = {name: tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", name)) for name in ("train", "validation")}
+    writers = {
+        name: tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", name))
+        for name in ("train", "validation")
+    }
     stop_on_signal = StopOnSignal()
     started = time.time()
     callbacks.on_train_begin()
     with stop_on_signal:
         for epoch in range(start_epoch, config.epochs):
             totals = np.zeros(3)
-            progress = keras.utils.Progbar(steps_per_epoch, verbose=1 if (config.verbose == 1 and cluster.is_chief) else 0)
+            progress = keras.utils.Progbar(
+                steps_per_epoch, verbose=1 if (config.verbose == 1 and cluster.is_chief) else 0
+            )
             for step in range(steps_per_epoch):
                 sums = loop.train_step(iterator, stop_on_signal.received is not None)
                 if sums[3] > 0:
-                    raise Interrupted(stop_on_signal.received or signal.SIGTERM, epoch, run_dir=run_dir if cluster.is_chief else chief_dir)
+                    raise Interrupted(
+                        stop_on_signal.received or signal.SIGTERM,
+                        epoch,
+                        run_dir=run_dir if cluster.is_chief else (chief_dir or run_dir),
+                    )
                 if not math.isfinite(sums[0]):
+                    kept = checkpoint_dir if cluster.is_chief else "the chief's run directory"
                     raise training.TrainingDivergedError(
-                        f"loss became NaN/Inf at step {step + 1} of epoch {epoch + 1}; training stopped on every worker. "
-                        f"The last good checkpoint is kept in {checkpoint_dir if cluster.is_chief else 'the chief' + chr(39) + 's run directory'}. Try a lower --learning_rate."
+                        f"loss became NaN/Inf at step {step + 1} of epoch {epoch + 1}; training "
+                        "stopped on every worker. "
+                        f"The last good checkpoint is kept in {kept}. "
+                        "Try a lower --learning_rate."
                     )
                 totals += sums[:3]
-                progress.update(step + 1, [("loss", sums[0] / sums[2]), ("accuracy", sums[1] / sums[2])])
+                progress.update(
+                    step + 1, [("loss", sums[0] / sums[2]), ("accuracy", sums[1] / sums[2])]
+                )
             val_loss, val_accuracy = loop.evaluate(splits.validation)
-            logs = dict(loss=totals[0] / totals[2], accuracy=totals[1] / totals[2], val_loss=val_loss, val_accuracy=val_accuracy, learning_rate=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+            logs = dict(
+                loss=totals[0] / totals[2],
+                accuracy=totals[1] / totals[2],
+                val_loss=val_loss,
+                val_accuracy=val_accuracy,
+                learning_rate=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+            )
             epoch_var.assign(epoch + 1)
-            manager.save(checkpoint_number=epoch + 1)  # first, as BackupAndRestore: a metrics row implies its backup
+            manager.save(
+                checkpoint_number=epoch + 1
+            )  # first, as BackupAndRestore: a metrics row implies its backup
             callbacks.on_epoch_end(epoch, logs)
             for name, prefix in (("train", ""), ("validation", "val_")):
                 with writers[name].as_default(step=epoch):
@@ -365,14 +504,24 @@ def _fit(config, strategy, cluster, model, splits, run_dir, checkpoint_dir, mana
                     if name == "train":
                         tf.summary.scalar("epoch_learning_rate", logs["learning_rate"])
             if cluster.is_chief and config.verbose:
-                print(f"Epoch {epoch + 1}/{config.epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+                print(
+                    f"Epoch {epoch + 1}/{config.epochs} - "
+                    + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()),
+                    flush=True,
+                )
             if model.stop_training:
                 break
     for writer in writers.values():
         writer.close()
     model.set_weights(keras.models.load_model(best.path).get_weights())
     test_loss, test_accuracy = loop.evaluate(splits.test)
-    result = dict(test_loss=float(test_loss), test_accuracy=float(test_accuracy), best_epoch=best.best_epoch, best_val_accuracy=best.best, train_seconds=time.time() - started)
+    result = dict(
+        test_loss=float(test_loss),
+        test_accuracy=float(test_accuracy),
+        best_epoch=best.best_epoch,
+        best_val_accuracy=best.best,
+        train_seconds=time.time() - started,
+    )
     atomic.write_json(os.path.join(run_dir, "test_metrics.json"), result)
     with _collectives_guard():
         _all_reduce(strategy, [0.0])  # every worker finishes together

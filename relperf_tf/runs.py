@@ -9,16 +9,20 @@ from relperf_tf import data as data_lib
 
 
 def find_runs(paths):
-    """Run directories (holding `hparams.json` and `checkpoints/best.keras`) under `paths`, sorted."""
+    """Run directories (with `hparams.json` and `checkpoints/best.keras`) under `paths`, sorted."""
     runs = set()
     for path in paths:
         if not os.path.isdir(path):
             raise ValueError(f"RUN_DIR {path!r} is not a directory.")
         for root, _, files in os.walk(path):
-            if "hparams.json" in files and os.path.exists(os.path.join(root, "checkpoints", "best.keras")):
+            if "hparams.json" in files and os.path.exists(
+                os.path.join(root, "checkpoints", "best.keras")
+            ):
                 runs.add(os.path.abspath(root))
     if not runs:
-        raise ValueError(f"no finished runs (hparams.json + checkpoints/best.keras) under {list(paths)}.")
+        raise ValueError(
+            f"no finished runs (hparams.json + checkpoints/best.keras) under {list(paths)}."
+        )
     return sorted(runs)
 
 
@@ -29,7 +33,10 @@ def load_hparams(run_dir):
 
 # Settings a checkpoint must share with its run's hparams.json, per model.
 _IDENTITY = ("dim", "depth", "heads")
-_MODEL_IDENTITY = {"RelativePerformer": ("position_kernel",), "ClippedRelativePerformer": ("clipping_dist",)}
+_MODEL_IDENTITY = {
+    "RelativePerformer": ("position_kernel",),
+    "ClippedRelativePerformer": ("clipping_dist",),
+}
 
 
 def load_best_model(run_dir, hparams=None):
@@ -41,24 +48,41 @@ def load_best_model(run_dir, hparams=None):
     """
     path = os.path.join(run_dir, "checkpoints", "best.keras")
     if not os.path.isfile(path):
-        raise ValueError(f"RUN_DIR {run_dir!r} has no checkpoints/best.keras (an unfinished run, or not a run directory).")
+        raise ValueError(
+            f"RUN_DIR {run_dir!r} has no checkpoints/best.keras (an unfinished run, or not a run "
+            "directory)."
+        )
     try:
         model = keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # zip, HDF5 and deserialisation errors alike
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} cannot be loaded ({reason[:200]}); retrain or restore the file.") from None
+        raise ValueError(
+            f"{path} cannot be loaded ({reason[:200]}); retrain or restore the file."
+        ) from None
     hparams = hparams if hparams is not None else load_hparams(run_dir)
     config = dict(model.get_config(), model=model.name)
     keys = ("model",) + _IDENTITY + _MODEL_IDENTITY.get(hparams.get("model"), ())
     expected = {k: hparams.get(k) for k in keys if k in hparams}
     found = {k: config.get(k) for k in expected}
     if found != expected:
-        differ = ", ".join(f"{k}={found.get(k)!r} (hparams.json: {expected.get(k)!r})" for k in expected if found.get(k) != expected.get(k))
-        raise ValueError(f"{path} holds another model than its run's hparams.json describes: {differ}.")
+        differ = ", ".join(
+            f"{k}={found.get(k)!r} (hparams.json: {expected.get(k)!r})"
+            for k in expected
+            if found.get(k) != expected.get(k)
+        )
+        raise ValueError(
+            f"{path} holds another model than its run's hparams.json describes: {differ}."
+        )
     return model
 
 
 def test_pipeline(hparams, data_dir=None, batch_size=256):
     """The test split as the run's model saw its data."""
-    splits = data_lib.load(hparams["dataset"], batch_size, hparams["embedding_type"], 0, data_dir or hparams.get("data_dir"))
+    splits = data_lib.load(
+        hparams["dataset"],
+        batch_size,
+        hparams["embedding_type"],
+        0,
+        data_dir or hparams.get("data_dir"),
+    )
     return splits.test

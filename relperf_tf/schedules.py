@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the training recipe (DESIGN §6)."""
+"""Learning-rate schedules: linear warm-up, then constant or lr·√(warmup/step) (`noam`)."""
 
 import keras
 from keras import ops

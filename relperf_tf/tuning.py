@@ -1,7 +1,9 @@
 """Keras Tuner searches over the model factory, with the training code of train.py.
 
-The search space is defined once (`define_search_space`). dim and heads are
-drawn as one choice among valid pairs, so a trial never gets dim % heads ≠ 0.
+The search space is defined once (`define_search_space`): the training
+settings here, every tunable model setting by the layer that owns it
+(`Setting.search`). dim and heads are drawn as one choice among the pairs
+the model accepts, so a trial never gets dim % heads ≠ 0.
 """
 
 import csv
@@ -13,45 +15,75 @@ import keras
 import keras_tuner as kt
 import tensorflow as tf
 
-from relperf_tf import atomic
+from relperf_tf import atomic, settings, training
 from relperf_tf import data as data_lib
-from relperf_tf import training
 from relperf_tf.callbacks import Interrupted, StopOnSignal
+from relperf_tf.models import MODEL_SETTINGS, check_hparams
 
 TUNERS = ("random", "hyperband", "bayesian")
 DIM_CHOICES = (32, 64, 128)
 HEADS_CHOICES = (2, 4, 8)
 
 
-def valid_dim_heads(model, dims=DIM_CHOICES, heads=HEADS_CHOICES):
+def _accepts(model, channels=1, **hparams):
+    """Whether `model` accepts `hparams` (its own checks decide)."""
+    try:
+        check_hparams(model, image_shape=(2, 2, channels), num_classes=2, **hparams)
+    except settings.InvalidSetting:
+        return False
+    return True
+
+
+def valid_dim_heads(model, dims=DIM_CHOICES, heads=HEADS_CHOICES, channels=1):
     """Pairs "DIMxHEADS" the model accepts (heads divides dim; even for the clipped model)."""
-    pairs = [f"{d}x{h}" for d in dims for h in heads if d % h == 0 and (model != "ClippedRelativePerformer" or h % 2 == 0) and (model != "Performer" or d % 4 == 0)]
+    pairs = [f"{d}x{h}" for d in dims for h in heads if _accepts(model, channels, dim=d, heads=h)]
     if not pairs:
-        raise ValueError(f"the search space yields no valid dim/heads pair for {model}: --dims={list(dims)}, --heads={list(heads)} (heads must divide dim).")
+        raise ValueError(
+            f"the search space yields no valid dim/heads pair for {model}: --dims={list(dims)}, "
+            f"--heads={list(heads)} (heads must divide dim)."
+        )
     return pairs
 
 
 def define_search_space(hp, model, channels, dims=DIM_CHOICES, heads=HEADS_CHOICES):
-    """Samples one configuration; returns TrainConfig field values."""
-    dim, n_heads = map(int, hp.Choice("dim_heads", valid_dim_heads(model, dims, heads)).split("x"))
-    embeddings = ["linear", "MLP"] + (["lookup"] if all(d % channels == 0 for d in dims) else [])
+    """Samples one configuration; returns TrainConfig field values.
+
+    dim and heads are one choice among the pairs the model accepts; every
+    model setting with a search space (`Setting.search`, declared by the
+    layer that owns it) follows, a choice keeping the values the model
+    accepts with every pair.
+    """
+    pairs = valid_dim_heads(model, dims, heads, channels)
+    dim, n_heads = map(int, hp.Choice("dim_heads", pairs).split("x"))
     values = dict(
         dim=dim,
         heads=n_heads,
-        depth=hp.Int("depth", 1, 6),
         learning_rate=hp.Float("learning_rate", 1e-4, 3e-3, sampling="log"),
         schedule=hp.Choice("schedule", ["constant", "noam"]),
         warmup=hp.Choice("warmup", [100, 500, 1000]),
-        attn_dropout=hp.Float("attn_dropout", 0.0, 0.3, step=0.1),
-        ff_dropout=hp.Float("ff_dropout", 0.0, 0.3, step=0.1),
-        embedding_type=hp.Choice("embedding_type", embeddings),
-        nb_features=hp.Choice("nb_features", [16, 32, 64, 128]),
-        feature_redraw_interval=hp.Choice("feature_redraw_interval", [0, 100, 1000]),
     )
-    if model == "RelativePerformer":
-        values.update(pos_scales=hp.Int("pos_scales", 1, 8), content_rel_attn=hp.Boolean("content_rel_attn"))
-    if model == "ClippedRelativePerformer":
-        values.update(clipping_dist=hp.Int("clipping_dist", 2, 10))
+    for setting in MODEL_SETTINGS:
+        space = setting.search
+        if space is None or not setting.applies_to(model):
+            continue
+        if isinstance(space, settings.Choice):
+            space = settings.Choice(
+                tuple(
+                    v
+                    for v in space.values
+                    if all(
+                        _accepts(
+                            model,
+                            channels,
+                            dim=int(p.split("x")[0]),
+                            heads=int(p.split("x")[1]),
+                            **{setting.name: v},
+                        )
+                        for p in pairs
+                    )
+                )
+            )
+        values[setting.name] = space.sample(hp, setting.name)
     return values
 
 
@@ -73,7 +105,9 @@ class PerformerHyperModel(kt.HyperModel):
         self._splits = {}
 
     def trial_config(self, hp):
-        values = define_search_space(hp, self.base_config.model, self.channels, self.dims, self.heads)
+        values = define_search_space(
+            hp, self.base_config.model, self.channels, self.dims, self.heads
+        )
         config = dataclasses.replace(self.base_config, **values)
         training.validate_config(config)
         return config
@@ -92,21 +126,48 @@ class PerformerHyperModel(kt.HyperModel):
         return model.fit(splits.train, validation_data=splits.validation, **kwargs)
 
 
-def make_tuner(name, hypermodel, max_trials, max_epochs, directory, project_name, overwrite, seed, strategy):
+def make_tuner(
+    name, hypermodel, max_trials, max_epochs, directory, project_name, overwrite, seed, strategy
+):
     if name not in TUNERS:
         raise ValueError(f"flag --tuner={name!r} is not allowed; use one of {TUNERS}.")
-    common = dict(objective=kt.Objective("val_accuracy", "max"), directory=directory, project_name=project_name, overwrite=overwrite, seed=seed, distribution_strategy=strategy)
+    common = dict(
+        objective=kt.Objective("val_accuracy", "max"),
+        directory=directory,
+        project_name=project_name,
+        overwrite=overwrite,
+        seed=seed,
+        distribution_strategy=strategy,
+    )
     if name == "hyperband":
-        return kt.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, hyperband_iterations=1, max_consecutive_failed_trials=1, **common)
+        return kt.Hyperband(
+            hypermodel,
+            max_epochs=max_epochs,
+            factor=3,
+            hyperband_iterations=1,
+            max_consecutive_failed_trials=1,
+            **common,
+        )
     if name == "bayesian":
-        return kt.BayesianOptimization(hypermodel, max_trials=max_trials, max_consecutive_failed_trials=1, **common)
-    return kt.RandomSearch(hypermodel, max_trials=max_trials, max_consecutive_failed_trials=1, **common)
+        return kt.BayesianOptimization(
+            hypermodel, max_trials=max_trials, max_consecutive_failed_trials=1, **common
+        )
+    return kt.RandomSearch(
+        hypermodel, max_trials=max_trials, max_consecutive_failed_trials=1, **common
+    )
 
 
 def trial_rows(tuner):
     rows = []
     for trial in tuner.oracle.trials.values():
-        rows.append(dict(trial_id=trial.trial_id, status=trial.status, val_accuracy=trial.score, **trial.hyperparameters.values))
+        rows.append(
+            dict(
+                trial_id=trial.trial_id,
+                status=trial.status,
+                val_accuracy=trial.score,
+                **trial.hyperparameters.values,
+            )
+        )
     return sorted(rows, key=lambda r: (r["val_accuracy"] is None, -(r["val_accuracy"] or 0)))
 
 
@@ -132,7 +193,19 @@ class StopTrialOnSignal(StopOnSignal):
     error = TrialInterrupted
 
 
-def search(base_config, tuner_name, max_trials, max_epochs, tuner_dir, project_name, overwrite=False, load_splits=None, dims=DIM_CHOICES, heads=HEADS_CHOICES, export_dir=None):
+def search(
+    base_config,
+    tuner_name,
+    max_trials,
+    max_epochs,
+    tuner_dir,
+    project_name,
+    overwrite=False,
+    load_splits=None,
+    dims=DIM_CHOICES,
+    heads=HEADS_CHOICES,
+    export_dir=None,
+):
     """Runs (or resumes) a search; writes best_hyperparameters.json, trials.csv, best.keras.
 
     Returns:
@@ -145,17 +218,37 @@ def search(base_config, tuner_name, max_trials, max_epochs, tuner_dir, project_n
     if tuner_name not in TUNERS:
         raise ValueError(f"flag --tuner={tuner_name!r} is not allowed; use one of {TUNERS}.")
     training.validate_config(base_config)
-    valid_dim_heads(base_config.model, dims, heads)
+    valid_dim_heads(base_config.model, dims, heads, data_lib.get_spec(base_config.dataset).channels)
     if base_config.seed is None:
         base_config = dataclasses.replace(base_config, seed=0)
     keras.utils.set_random_seed(base_config.seed)
     strategy = training.make_strategy(base_config.strategy, base_config.cpu_replicas)
     if load_splits is None:
+
         def load_splits(embedding_type):
-            return data_lib.load(base_config.dataset, base_config.batch_size, embedding_type, base_config.seed, base_config.data_dir)
+            return data_lib.load(
+                base_config.dataset,
+                base_config.batch_size,
+                embedding_type,
+                base_config.seed,
+                base_config.data_dir,
+            )
+
     hypermodel = PerformerHyperModel(base_config, load_splits, dims, heads)
-    tuner = make_tuner(tuner_name, hypermodel, max_trials, max_epochs, tuner_dir, project_name, overwrite, base_config.seed, strategy)
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=base_config.patience or 1)
+    tuner = make_tuner(
+        tuner_name,
+        hypermodel,
+        max_trials,
+        max_epochs,
+        tuner_dir,
+        project_name,
+        overwrite,
+        base_config.seed,
+        strategy,
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=base_config.patience or 1
+    )
     with StopTrialOnSignal() as stop_on_signal:
         tuner.search(
             epochs=max_epochs,
@@ -167,7 +260,10 @@ def search(base_config, tuner_name, max_trials, max_epochs, tuner_dir, project_n
     project = os.path.join(tuner_dir, project_name)
     best_hp = tuner.get_best_hyperparameters(1)[0]
     best_config = hypermodel.trial_config(best_hp)
-    atomic.write_json(os.path.join(project, "best_hyperparameters.json"), dict(hyperparameters=best_hp.values, config=dataclasses.asdict(best_config)))
+    atomic.write_json(
+        os.path.join(project, "best_hyperparameters.json"),
+        dict(hyperparameters=best_hp.values, config=dataclasses.asdict(best_config)),
+    )
     rows = trial_rows(tuner)
     write_summary(rows, os.path.join(project, "trials.csv"))
     best_model = tuner.get_best_models(1)[0]
@@ -176,5 +272,13 @@ def search(base_config, tuner_name, max_trials, max_epochs, tuner_dir, project_n
     if export_dir:
         from relperf_tf import export
 
-        exported = export.export_saved_model(best_model, best_config.dataset, best_config.embedding_type, export_dir, dict(model=best_config.model, tuner_project=os.path.abspath(project)))
-    return dict(project=project, best_hyperparameters=best_hp.values, trials=rows, exported=exported)
+        exported = export.export_saved_model(
+            best_model,
+            best_config.dataset,
+            best_config.embedding_type,
+            export_dir,
+            dict(model=best_config.model, tuner_project=os.path.abspath(project)),
+        )
+    return dict(
+        project=project, best_hyperparameters=best_hp.values, trials=rows, exported=exported
+    )

@@ -1,50 +1,10 @@
 #!/usr/bin/env python
-"""Export a run's best model: scripts/export.py RUN_DIR --export_dir saved_models/NAME"""
+"""Export a run's best model: scripts/export.py RUN_DIR --export_dir saved_models/NAME
 
-import json
-import os
-import sys
+The command lives in `relperf_tf.commands.export` (also installed as `relperf-export`).
+"""
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import fast_malloc  # noqa: E402,F401  (restarts with malloc settings that suit TensorFlow)
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from absl import flags  # noqa: E402
-
-from relperf_tf import atomic, cli, export, runs  # noqa: E402
-
-flags.DEFINE_string("export_dir", None, "Where to write: TF Serving's <export_dir>/<version>/ (or a .keras file with --format=keras).")
-flags.DEFINE_string("format", "saved_model", f"Output format {{{','.join(export.FORMATS)}}}.")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    if len(argv) != 2:
-        cli.fail("usage: export.py RUN_DIR --export_dir=DIR [--format=saved_model|keras]")
-    run_dir = argv[1]
-    with cli.errors_to_exit_codes():
-        cli.require("export_dir")
-        if FLAGS.format not in export.FORMATS:
-            raise ValueError(f"flag --format={FLAGS.format!r} is not allowed; use one of {export.FORMATS}.")
-        if not os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras")):
-            raise ValueError(f"RUN_DIR {run_dir!r} has no checkpoints/best.keras; pass a finished run directory.")
-        hparams = runs.load_hparams(run_dir)
-        model = runs.load_best_model(run_dir, hparams)
-        if FLAGS.format == "keras":
-            path = FLAGS.export_dir if FLAGS.export_dir.endswith(".keras") else os.path.join(FLAGS.export_dir, "model.keras")
-            if os.path.exists(path):
-                raise ValueError(f"flag --export_dir: {path!r} exists; choose another path.")
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            atomic.save_model(model, path)
-        else:
-            metadata = dict(model=hparams["model"], position_kernel=hparams.get("position_kernel", "favor"), run_dir=os.path.abspath(run_dir))
-            test_metrics = os.path.join(run_dir, "test_metrics.json")
-            if os.path.exists(test_metrics):
-                with open(test_metrics) as f:
-                    metadata["test_accuracy"] = json.load(f)["test_accuracy"]
-            path = export.export_saved_model(model, hparams["dataset"], hparams["embedding_type"], FLAGS.export_dir, metadata)
-    print(path)
-
+from relperf_tf.commands.export import run
 
 if __name__ == "__main__":
-    cli.run(main)
+    run()

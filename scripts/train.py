@@ -1,41 +1,10 @@
 #!/usr/bin/env python
-"""Train one model: python scripts/train.py --model=NoposPerformer --dataset=fashion_mnist"""
+"""Train one model: python scripts/train.py --model=NoposPerformer --dataset=fashion_mnist
 
-import json
-import os
-import sys
+The command lives in `relperf_tf.commands.train` (also installed as `relperf-train`).
+"""
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the way
-import fast_malloc  # noqa: E402,F401  (restarts with malloc settings that suit TensorFlow)
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from absl import flags  # noqa: E402
-
-from relperf_tf import cli  # noqa: E402
-from relperf_tf import training  # noqa: E402
-
-cli.define_run_flags()
-# absl.logging already defines --log_dir ("directory to write logfiles into"): it
-# is our run root too, with the reference implementation's default layout.
-flags.FLAGS.set_default("log_dir", "logs")
-flags.DEFINE_string("exp_name", "default", "Experiment name.")
-flags.DEFINE_string("version", None, "Run name (default: next free version_X).")
-flags.DEFINE_boolean("resume", False, "Continue an interrupted run (same --version).")
-flags.DEFINE_boolean("progress_bar", True, "Keras progress bar; --noprogress_bar prints one line per epoch.")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    cli.reject_positional(argv)
-    with cli.errors_to_exit_codes():
-        cli.require("model", "dataset")
-        config = training.resolve_config(FLAGS.model, FLAGS.dataset, FLAGS.preset, **{**cli.explicit_settings(), "log_dir": FLAGS.log_dir, "exp_name": FLAGS.exp_name, "version": FLAGS.version, "resume": FLAGS.resume, "verbose": 1 if FLAGS.progress_bar else 2})
-        training.check_run(config)
-        training.split_cpu(config.cpu_replicas)
-        result = training.train(config)
-    print(json.dumps(result, indent=2))
-
+from relperf_tf.commands.train import run
 
 if __name__ == "__main__":
-    cli.run(main)
+    run()

@@ -1,6 +1,8 @@
 """Test setup: TF backend, two logical CPUs (for MirroredStrategy), shared data."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -9,9 +11,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,3 +24,48 @@ def fashion_mnist_dir(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     data.prepare("fashion_mnist", data_dir)
     return data_dir
+
+
+def run_script(name, args, **kwargs):
+    """Runs `scripts/<name>` with `args` in a fresh interpreter; the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", name)] + args,
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, fashion_mnist_dir):
+    """A finished RelativePerformer run (5 steps): (run_dir, log_dir)."""
+    from relperf_tf import training
+
+    log_dir = tmp_path_factory.mktemp("logs")
+    config = training.resolve_config(
+        "RelativePerformer",
+        "fashion_mnist",
+        log_dir=str(log_dir),
+        data_dir=fashion_mnist_dir,
+        dim=8,
+        depth=1,
+        heads=2,
+        nb_features=4,
+        batch_size=32,
+        epochs=1,
+        steps_per_epoch=5,
+        seed=0,
+        verbose=0,
+    )
+    result = training.train(config)
+    return result["run_dir"], str(log_dir)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, tiny_run):
+    """`tiny_run` exported with export.py: (run_dir, export_dir)."""
+    run_dir, _ = tiny_run
+    export_dir = str(tmp_path_factory.mktemp("saved_models") / "relative")
+    result = run_script("export.py", [run_dir, f"--export_dir={export_dir}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir, export_dir

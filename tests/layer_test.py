@@ -1,27 +1,50 @@
-"""One helper that every layer goes through (config, symbolic/eager call, train, save)."""
+"""One helper that every layer goes through, as keras-hub's `run_layer_test` does."""
+
+import json
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 
-def run_layer_test(tmp_path, make_layer, inputs, expected_shape):
-    """Config round trip, eager and symbolic call, a train step, `.keras` reload.
+def run_layer_test(
+    tmp_path,
+    make_layer,
+    inputs,
+    expected_shape,
+    *,
+    expected_trainable_weights,
+    expected_non_trainable_weights=0,
+    run_mixed_precision_check=True,
+):
+    """Weight counts, config and JSON round trips, eager and symbolic calls, a train step,
+    `.keras` reload and a `mixed_bfloat16` pass.
 
     Args:
-        make_layer: zero-argument callable returning a fresh layer.
+        make_layer: callable taking Keras' layer keyword arguments (`dtype`)
+            and returning a fresh layer.
         inputs: list of NumPy arrays (or lists of them), the layer's positional
             call arguments.
         expected_shape: the output shape for `inputs`.
+        expected_trainable_weights, expected_non_trainable_weights: how many
+            weights the built layer holds.
+        run_mixed_precision_check: whether to run the `mixed_bfloat16` pass.
     """
     layer = make_layer()
     output = layer(*inputs)
     assert tuple(output.shape) == tuple(expected_shape)
+    assert len(layer.trainable_weights) == expected_trainable_weights
+    assert len(layer.non_trainable_weights) == expected_non_trainable_weights
 
-    clone = layer.__class__.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
+    config = layer.get_config()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config
+    from_json = layer.__class__.from_config(json.loads(json.dumps(config)))
+    assert json.dumps(from_json.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
 
-    symbolic = keras.tree.map_structure(lambda x: keras.Input(batch_shape=x.shape, dtype=str(x.dtype)), inputs)
+    symbolic = keras.tree.map_structure(
+        lambda x: keras.Input(batch_shape=x.shape, dtype=str(x.dtype)), inputs
+    )
     model = keras.Model(symbolic, make_layer()(*symbolic))
     assert tuple(model.output.shape) == tuple(expected_shape)
 
@@ -31,7 +54,8 @@ def run_layer_test(tmp_path, make_layer, inputs, expected_shape):
         # One optimizer step by hand: inputs without a batch axis (shared
         # positional tables) are fine here, where `fit` would refuse them.
         with tf.GradientTape() as tape:
-            loss = keras.ops.mean(keras.ops.square(model(list(inputs), training=True) - target))
+            prediction = keras.ops.cast(model(list(inputs), training=True), "float32")
+            loss = keras.ops.mean(keras.ops.square(prediction - target))
         optimizer = keras.optimizers.Adam()
         optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
         after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
@@ -39,6 +63,12 @@ def run_layer_test(tmp_path, make_layer, inputs, expected_shape):
     path = str(tmp_path / "layer.keras")
     model.save(path)
     reloaded = keras.models.load_model(path)
-    np.testing.assert_allclose(
-        reloaded(list(inputs)), model(list(inputs)), atol=1e-6
-    )
+    np.testing.assert_allclose(reloaded(list(inputs)), model(list(inputs)), atol=1e-6)
+
+    if run_mixed_precision_check:
+        mixed = make_layer(dtype="mixed_bfloat16")
+        outputs = keras.tree.flatten(mixed(*inputs))
+        assert all(o.dtype == mixed.compute_dtype == "bfloat16" for o in outputs)
+        for weight in mixed.weights:
+            if "float" in str(weight.dtype):
+                assert weight.dtype == "float32", weight.path

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from relperf_tf import benchmarking, report
+from benchmarks import benchmarking, report
 
 
 def test_resolved_features_follow_each_models_query_width():
@@ -25,7 +25,9 @@ def test_reference_forward_flops_match_the_issue():
 
 
 def _gflop(gemms, keep=lambda shape: True):
-    return sum(2 * b * r * i * c * n for (b, r, i, c), n in gemms.items() if keep((b, r, i, c))) / 1e9
+    return (
+        sum(2 * b * r * i * c * n for (b, r, i, c), n in gemms.items() if keep((b, r, i, c))) / 1e9
+    )
 
 
 def test_step_gemms_are_the_analytic_flops():
@@ -33,13 +35,22 @@ def test_step_gemms_are_the_analytic_flops():
     # rank-1 product), for the whole batch.
     batch, dim = 2, 128
     forward = benchmarking.step_gemms("infer", 32, batch, dim, 4, 4, 110)
-    analytic = batch * (benchmarking.forward_flops("Performer", 32, dim, 4, 4, nb_features=110) - 2 * 1025 * dim) / 1e9
+    analytic = (
+        batch
+        * (benchmarking.forward_flops("Performer", 32, dim, 4, 4, nb_features=110) - 2 * 1025 * dim)
+        / 1e9
+    )
     assert np.isclose(_gflop(forward), analytic)
     # Training: each Dense product gains its input and weight gradients (3×);
     # FAVOR+'s four forward products gain six backward ones (2.5×), W being fixed.
     train = benchmarking.step_gemms("train", 32, batch, dim, 4, 4, 110)
-    favor = lambda shape: shape[0] > 1 or 110 in shape[2:]
-    assert np.isclose(_gflop(train, lambda s: not favor(s)), 3 * _gflop(forward, lambda s: not favor(s)))
+
+    def favor(shape):
+        return shape[0] > 1 or 110 in shape[2:]
+
+    assert np.isclose(
+        _gflop(train, lambda s: not favor(s)), 3 * _gflop(forward, lambda s: not favor(s))
+    )
     assert np.isclose(_gflop(train, favor), 2.5 * _gflop(forward, favor))
     # Per block: q, k, v and output (4 products at dim × dim), depth 4; the
     # last block's q and output for the class token alone.
@@ -62,11 +73,35 @@ def test_window_skips_the_step_that_carries_call_setup():
     assert benchmarking._window_seconds_per_step(list(stamps), window_steps=3) == 2.0
 
 
-def row(model, mode, tokens, images_per_s, rss=2.0, jit=True, remat=False, batch=16, overhead=0.01, m=110):
+def row(
+    model,
+    mode,
+    tokens,
+    images_per_s,
+    rss=2.0,
+    jit=True,
+    remat=False,
+    batch=16,
+    overhead=0.01,
+    m=110,
+):
     size = int(round((tokens - 1) ** 0.5))
-    return dict(model=model, mode=mode, image_size=size, tokens=tokens, batch_size=batch, jit_compile=jit, remat=remat, nb_features=m,
-                ms_per_step=1e3 * batch / images_per_s, images_per_s=images_per_s, gflops_per_s=1.0, fraction_of_peak=0.1,
-                peak_rss_gb=rss, fit_overhead=overhead)
+    return dict(
+        model=model,
+        mode=mode,
+        image_size=size,
+        tokens=tokens,
+        batch_size=batch,
+        jit_compile=jit,
+        remat=remat,
+        nb_features=m,
+        ms_per_step=1e3 * batch / images_per_s,
+        images_per_s=images_per_s,
+        gflops_per_s=1.0,
+        fraction_of_peak=0.1,
+        peak_rss_gb=rss,
+        fit_overhead=overhead,
+    )
 
 
 def test_targets_use_the_best_setting_and_say_met_or_not(tmp_path):
@@ -87,9 +122,17 @@ def test_targets_use_the_best_setting_and_say_met_or_not(tmp_path):
     assert "| Performer training ≥ 27 img/s (stretch ≥ 38) | 30.0 img/s (XLA) | yes |" in text
     assert "| Performer inference ≥ 105 img/s | 50.0 img/s (XLA) | no |" in text
     # One line per feature count measured: the issue's m = 110 and the model's own default.
-    assert "| RelativePerformer training ≥ 0.8× Performer | 0.83× (XLA, m = 110 vs 110) | yes |" in text
-    assert "| RelativePerformer training ≥ 0.8× Performer | 0.70× (XLA, m = 185 vs 110) | no |" in text
-    assert "| ClippedRelativePerformer training ≥ 0.5× Performer | 0.47× (XLA, m = 110 vs 110) | no |" in text
+    assert (
+        "| RelativePerformer training ≥ 0.8× Performer | 0.83× (XLA, m = 110 vs 110) | yes |"
+        in text
+    )
+    assert (
+        "| RelativePerformer training ≥ 0.8× Performer | 0.70× (XLA, m = 185 vs 110) | no |" in text
+    )
+    assert (
+        "| ClippedRelativePerformer training ≥ 0.5× Performer | 0.47× (XLA, m = 110 vs 110) | no |"
+        in text
+    )
     assert "| RelativePerformer | train | 32² | 1025 | 16 | XLA | 185 |" in text
     assert "in < 4 GB peak RSS | 3.50 GB (XLA+remat) | yes |" in text
     assert "(worst of 4,097→16,385) | 4.00× | yes |" in text
@@ -99,11 +142,19 @@ def test_targets_use_the_best_setting_and_say_met_or_not(tmp_path):
 def test_gemm_floor_bounds_the_performer_targets(tmp_path):
     # 16 images in 800 ms; the step's products alone take 640 ms (fp32) and
     # 400 ms (bf16): at most 25 and 40 img/s.
-    train = dict(row("Performer", "train", 1025, 20.0), gemm_floor_ms=640.0, gemm_floor_bf16_ms=400.0, gemm_gflop=96.0)
+    train = dict(
+        row("Performer", "train", 1025, 20.0),
+        gemm_floor_ms=640.0,
+        gemm_floor_bf16_ms=400.0,
+        gemm_gflop=96.0,
+    )
     path = tmp_path / "bench.md"
     report.render(dict(throughput=[train, row("Performer", "infer", 1025, 50.0)]), str(path))
     text = path.read_text()
-    assert "| Performer training ≥ 27 img/s (stretch ≥ 38) | 20.0 img/s (XLA); its GEMMs alone allow ≤ 25.0 img/s in fp32 | no |" in text
+    assert (
+        "| Performer training ≥ 27 img/s (stretch ≥ 38) | 20.0 img/s (XLA); its GEMMs alone allow "
+        "≤ 25.0 img/s in fp32 | no |" in text
+    )
     assert "| Performer inference ≥ 105 img/s | 50.0 img/s (XLA) | no |" in text
     assert "| Performer | train | 16 | XLA | 800 | 96.0 | 640 (25.0) | 400 (40.0) | 160 |" in text
     # Rows without a measured floor render no floor section.
@@ -118,11 +169,24 @@ def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
 
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "benchmark.py")
     output, report_path = tmp_path / "bench.json", tmp_path / "bench.md"
-    cases = (("--nb_features=0", "--nb_features=0"), ("--repeats=3", "--repeats=3"), ("--modes=serve,train", "--image_sizes=16,32"))
+    cases = (
+        ("--nb_features=0", "--nb_features=0"),
+        ("--repeats=3", "--repeats=3"),
+        ("--modes=serve,train", "--image_sizes=16,32"),
+    )
     for flag, named in cases:
         result = subprocess.run(
-            [sys.executable, script, flag, "--image_sizes=16,32" if "serve" in flag else "--image_sizes=32", f"--output={output}", f"--report={report_path}", "--noapproximation"],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                script,
+                flag,
+                "--image_sizes=16,32" if "serve" in flag else "--image_sizes=32",
+                f"--output={output}",
+                f"--report={report_path}",
+                "--noapproximation",
+            ],
+            capture_output=True,
+            text=True,
         )
         assert result.returncode != 0
         error = result.stderr.strip().splitlines()[-1]
@@ -132,39 +196,82 @@ def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
 
 def test_a_tiny_configuration_measures_its_row_and_gemm_floor():
     hparams = dict(dim=8, depth=1, heads=2, nb_features=4)
-    row = benchmarking.time_config("Performer", "train", 4, 2, False, repeats=5, window_steps=1, **hparams)
+    row = benchmarking.time_config(
+        "Performer", "train", 4, 2, False, repeats=5, window_steps=1, **hparams
+    )
     assert row["tokens"] == 17 and row["nb_features"] == 4 and row["images_per_s"] > 0
     assert -1 < row["fit_overhead"] < 10
     gemms = benchmarking.step_gemms("train", 4, 2, 8, 1, 2, 4)
     assert np.isclose(row["gemm_gflop"], _gflop(gemms))
     assert 0 < row["gemm_floor_ms"] and 0 < row["gemm_floor_bf16_ms"]
     # Only the models whose products step_gemms lists get a floor.
-    clipped = benchmarking.time_config("ClippedRelativePerformer", "infer", 4, 2, False, repeats=5, window_steps=1, **hparams)
+    clipped = benchmarking.time_config(
+        "ClippedRelativePerformer", "infer", 4, 2, False, repeats=5, window_steps=1, **hparams
+    )
     assert "gemm_floor_ms" not in clipped and clipped["images_per_s"] > 0
 
 
 def test_serving_rows_time_the_exported_signature_and_render(tmp_path):
-    row = benchmarking.time_config("Performer", "serve", 32, 3, False, repeats=5, window_steps=1, dim=8, depth=1, heads=2, nb_features=4)
-    assert row["mode"] == "serve" and row["batch_size"] == 3 and row["images_per_s"] > 0 and not row["jit_compile"]
+    row = benchmarking.time_config(
+        "Performer",
+        "serve",
+        32,
+        3,
+        False,
+        repeats=5,
+        window_steps=1,
+        dim=8,
+        depth=1,
+        heads=2,
+        nb_features=4,
+    )
+    assert (
+        row["mode"] == "serve"
+        and row["batch_size"] == 3
+        and row["images_per_s"] > 0
+        and not row["jit_compile"]
+    )
     assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"] and row["latency_calls"] == 200
     assert "gemm_floor_ms" not in row
     path = tmp_path / "bench.md"
     report.render(dict(throughput=[row]), str(path))
-    assert f"| Performer | 4 | float32 | {row['latency_p50_ms']:.1f} | {row['latency_p99_ms']:.1f} | 3 | {row['images_per_s']:.1f} |" in path.read_text()
+    assert (
+        f"| Performer | 4 | float32 | {row['latency_p50_ms']:.1f} | {row['latency_p99_ms']:.1f} | "
+        f"3 | {row['images_per_s']:.1f} |" in path.read_text()
+    )
     with pytest.raises(ValueError, match="image_size=32, jit_compile=False"):
-        benchmarking.time_config("Performer", "serve", 16, 3, False, dim=8, depth=1, heads=2, nb_features=4)
+        benchmarking.time_config(
+            "Performer", "serve", 16, 3, False, dim=8, depth=1, heads=2, nb_features=4
+        )
 
 
 def test_targets_compare_rows_of_the_newest_rows_cpu_only(tmp_path):
-    old = [dict(row("Performer", "train", 1025, 40.0), cpu="Fast CPU"), dict(row("ClippedRelativePerformer", "train", 1025, 30.0), cpu="Fast CPU")]
-    new = [dict(row("Performer", "train", 1025, 20.0), cpu="Slow CPU"), dict(row("ClippedRelativePerformer", "train", 1025, 12.0), cpu="Slow CPU")]
+    old = [
+        dict(row("Performer", "train", 1025, 40.0), cpu="Fast CPU"),
+        dict(row("ClippedRelativePerformer", "train", 1025, 30.0), cpu="Fast CPU"),
+    ]
+    new = [
+        dict(row("Performer", "train", 1025, 20.0), cpu="Slow CPU"),
+        dict(row("ClippedRelativePerformer", "train", 1025, 12.0), cpu="Slow CPU"),
+    ]
     path = tmp_path / "bench.md"
     report.render(dict(throughput=old + new), str(path))
     text = path.read_text()
     assert text.startswith("# Benchmarks\n\nCPU of these rows: Slow CPU,")
     assert "| Performer training ≥ 27 img/s (stretch ≥ 38) | 20.0 img/s (XLA) | no |" in text
-    assert "| ClippedRelativePerformer training ≥ 0.5× Performer | 0.60× (XLA, m = 110 vs 110) | yes |" in text
-    earlier = text[text.index("## Earlier sittings on other CPUs"):]
-    assert "CPU: Fast CPU" in earlier and "| Performer | train | 32² | 1025 | 16 | XLA | 110 | 400 | 40.0 |" in earlier
-    assert "| 400 | 40.0 |" not in text[:text.index("## Earlier sittings")]
-    assert benchmarking.cpu_label(dict(model_name="X", family="6", model="143", flags=["avx2", "amx_bf16"])) == "X (family 6 model 143; avx2, amx_bf16)"
+    assert (
+        "| ClippedRelativePerformer training ≥ 0.5× Performer | 0.60× (XLA, m = 110 vs 110) | yes |"
+        in text
+    )
+    earlier = text[text.index("## Earlier sittings on other CPUs") :]
+    assert (
+        "CPU: Fast CPU" in earlier
+        and "| Performer | train | 32² | 1025 | 16 | XLA | 110 | 400 | 40.0 |" in earlier
+    )
+    assert "| 400 | 40.0 |" not in text[: text.index("## Earlier sittings")]
+    assert (
+        benchmarking.cpu_label(
+            dict(model_name="X", family="6", model="143", flags=["avx2", "amx_bf16"])
+        )
+        == "X (family 6 model 143; avx2, amx_bf16)"
+    )

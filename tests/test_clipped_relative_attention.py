@@ -31,7 +31,9 @@ def test_linear_time_equals_brute_force_on_non_square_grid(clip):
     layer = ClippedRelativeAttention(heads, grid_shape=(height, width), clipping_dist=clip)
     layer.build((None, height * width + 1, dim))
     rng = np.random.default_rng(clip)
-    query, value = (rng.normal(size=(2, 2, height * width + 1, 4)).astype("float32") for _ in range(2))
+    query, value = (
+        rng.normal(size=(2, 2, height * width + 1, 4)).astype("float32") for _ in range(2)
+    )
     fast = np.array(layer.relative_heads(query, value))
     slow = brute_force_relative(
         query, value, np.array(layer.relative_embeddings), height, width, clip, True
@@ -51,26 +53,34 @@ def test_ring_sums_equal_manhattan_rings(clip):
     for d, ring in enumerate(rings):
         expected = np.einsum("nk,kc->nc", (dist == d).astype("float32"), value[0, 0, :-1])
         np.testing.assert_allclose(np.array(ring)[0, 0, :-1], expected, atol=1e-5)
-        np.testing.assert_array_equal(np.array(ring)[0, 0, -1], 0.0)  # the class token is in no ring
+        np.testing.assert_array_equal(
+            np.array(ring)[0, 0, -1], 0.0
+        )  # the class token is in no ring
 
 
 @pytest.mark.parametrize("query_index", [0, 17, 35])
 def test_one_query_equals_its_row_of_the_full_output(query_index):
-    """query_index (a grid token's window, or the class token, last) matches the full computation."""
+    """query_index (a grid token's window, or the last, class token) = the full computation."""
     height, width, heads, dim = 5, 7, 4, 16
     layer = ClippedRelativeAttention(heads, grid_shape=(height, width), clipping_dist=3)
     layer.build((None, height * width + 1, dim))
     rng = np.random.default_rng(query_index)
-    query, value = (rng.normal(size=(2, 2, height * width + 1, 4)).astype("float32") for _ in range(2))
+    query, value = (
+        rng.normal(size=(2, 2, height * width + 1, 4)).astype("float32") for _ in range(2)
+    )
     full = np.array(layer.relative_heads(query, value))
-    one = np.array(layer.relative_heads(query[:, :, query_index : query_index + 1], value, query_index))
+    one = np.array(
+        layer.relative_heads(query[:, :, query_index : query_index + 1], value, query_index)
+    )
     np.testing.assert_allclose(one[:, :, 0], full[:, :, query_index], atol=1e-5)
 
 
 def test_translation_equivariance_away_from_borders():
     """Content moved by (1, −2) on a 9×9 grid moves the output with it."""
     height = width = 9
-    layer = ClippedRelativeAttention(2, grid_shape=(height, width), clipping_dist=2, kernel="exact")
+    layer = ClippedRelativeAttention(
+        2, grid_shape=(height, width), clipping_dist=2, feature_map="exact"
+    )
     rng = np.random.default_rng(4)
     grid = np.zeros((1, height, width, 8), "float32")
     grid[0, 3:6, 3:6] = rng.normal(size=(3, 3, 8))
@@ -94,9 +104,13 @@ def test_clipped_layer(tmp_path):
     x = np.random.default_rng(5).normal(size=(2, 13, 8)).astype("float32")
     run_layer_test(
         tmp_path,
-        lambda: ClippedRelativeAttention(2, grid_shape=(3, 4), clipping_dist=2, nb_features=8),
+        lambda **kw: ClippedRelativeAttention(
+            2, grid_shape=(3, 4), clipping_dist=2, nb_features=8, **kw
+        ),
         [x],
         (2, 13, 8),
+        expected_trainable_weights=9,  # q, k, v, output (kernel, bias); the relative embeddings
+        expected_non_trainable_weights=2,  # W and the redraw step
     )
 
 

@@ -20,7 +20,9 @@ def test_debian_files_restore_to_the_upstream_checksums(tmp_path):
             registered[name] = (int(size), sha)
     for name, (size, sha) in registered.items():
         target = tmp_path / name
-        data.restore_upstream_gzip(os.path.join(data.DEBIAN_FASHION_MNIST, name), str(target))
+        data.data_sources.restore_upstream_gzip(
+            os.path.join(data.data_sources.DEBIAN_FASHION_MNIST, name), str(target)
+        )
         content = target.read_bytes()
         assert (len(content), hashlib.sha256(content).hexdigest()) == (size, sha), name
 
@@ -45,19 +47,23 @@ def test_real_pipeline_splits_and_ranges(fashion_mnist_dir):
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10"])
 @pytest.mark.parametrize("embedding_type", ["linear", "lookup"])
 def test_mock_pipelines(monkeypatch, tmp_path, dataset, embedding_type):
-    monkeypatch.setattr(data, "_network_available", lambda: True)
+    monkeypatch.setattr(data.data_sources, "network_available", lambda: True)
     with tfds.testing.mock_data(num_examples=12):
         splits = data.load(dataset, 4, embedding_type, data_dir=str(tmp_path), validation_size=4)
         images, labels = next(iter(splits.train))
     channels = data.DATASETS[dataset].channels
     assert images.shape == (4, 32, 32, channels)
-    assert labels.dtype.name == "int64" and np.all((np.array(labels) >= 0) & (np.array(labels) < 10))
+    assert labels.dtype.name == "int64" and np.all(
+        (np.array(labels) >= 0) & (np.array(labels) < 10)
+    )
     values = np.array(images)
     if embedding_type == "lookup":
         assert images.dtype.name == "uint8"
     elif dataset == "cifar10":
         # (x − mean)/std of values in [0, 1]
-        assert values.min() >= -0.4914 / 0.2023 - 1e-4 and values.max() <= (1 - 0.4465) / 0.2010 + 1e-4
+        assert (
+            values.min() >= -0.4914 / 0.2023 - 1e-4 and values.max() <= (1 - 0.4465) / 0.2010 + 1e-4
+        )
     else:
         assert images.dtype.name == "float32" and 0 <= values.min() and values.max() <= 1
 
@@ -68,12 +74,16 @@ def test_preprocess_resizes_bilinearly_and_scales():
     assert out.shape == (2, 32, 32, 1)
     np.testing.assert_allclose(out, 1.0, atol=1e-6)
     cifar = np.array(data.preprocess(np.zeros((1, 32, 32, 3), "uint8"), "cifar10", "linear"))
-    np.testing.assert_allclose(cifar[0, 0, 0], -np.array([0.4914, 0.4822, 0.4465]) / np.array([0.2023, 0.1994, 0.2010]), rtol=1e-5)
+    np.testing.assert_allclose(
+        cifar[0, 0, 0],
+        -np.array([0.4914, 0.4822, 0.4465]) / np.array([0.2023, 0.1994, 0.2010]),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_missing_data_gives_an_actionable_error(monkeypatch, tmp_path, dataset):
-    monkeypatch.setattr(data, "_network_available", lambda: False)
+    monkeypatch.setattr(data.data_sources, "network_available", lambda: False)
     with pytest.raises(data.DataUnavailableError, match="--data_dir=DIR.*TFDS_DATA_DIR"):
         data.load(dataset, 4, data_dir=str(tmp_path / "empty"))
 

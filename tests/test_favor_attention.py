@@ -37,11 +37,11 @@ def test_exact_kernel_matches_numpy():
     rng = np.random.default_rng(1)
     q, k, v = (rng.normal(size=(2, 2, 9, 8)).astype("float32") for _ in range(3))
     np.testing.assert_allclose(
-        FavorKernel(kernel="exact")(q, k, v), numpy_softmax_attention(q, k, v), atol=1e-5
+        FavorKernel(feature_map="exact")(q, k, v), numpy_softmax_attention(q, k, v), atol=1e-5
     )
 
 
-@pytest.mark.parametrize("options", [dict(kernel="relu"), dict(no_projection=True)])
+@pytest.mark.parametrize("options", [dict(feature_map="relu"), dict(feature_map="efficient")])
 def test_other_kernels_are_normalised_averages_of_values(options):
     """Every option is a convex combination of values: constant v passes through."""
     rng = np.random.default_rng(2)
@@ -61,15 +61,26 @@ def test_linear_memory_graph_has_no_token_by_token_tensor():
             assert dims.count(2048) < 2, f"{op.name} has shape {dims}"
 
 
-@pytest.mark.parametrize("options", [{}, dict(kernel="relu"), dict(no_projection=True), dict(kernel="exact")])
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(feature_map="relu"), dict(feature_map="efficient"), dict(feature_map="exact")],
+)
 def test_favor_attention_layer(tmp_path, options):
     x = np.random.default_rng(3).normal(size=(2, 7, 8)).astype("float32")
-    run_layer_test(tmp_path, lambda: FavorAttention(num_heads=2, nb_features=8, **options), [x], (2, 7, 8))
+    random = options.get("feature_map", "softmax") in ("softmax", "relu")
+    run_layer_test(
+        tmp_path,
+        lambda **kw: FavorAttention(num_heads=2, nb_features=8, **options, **kw),
+        [x],
+        (2, 7, 8),
+        expected_trainable_weights=8,  # q, k, v, output: kernel and bias each
+        expected_non_trainable_weights=2 if random else 0,  # W and the redraw step
+    )
 
 
 def test_bad_arguments_name_the_parameter():
-    with pytest.raises(ValueError, match="kernel='cosine'"):
-        FavorKernel(kernel="cosine")
+    with pytest.raises(ValueError, match="feature_map='cosine'"):
+        FavorKernel(feature_map="cosine")
     with pytest.raises(ValueError, match="nb_features=0"):
         FavorKernel(nb_features=0)
     with pytest.raises(ValueError, match="dim=10 is not divisible by heads=4"):
@@ -85,8 +96,13 @@ def test_blocks_with_shared_axes_equal_their_concatenation(kernel):
     k_shared = rng.normal(size=(1, 1, 6, 2)).astype("float32")  # shared by batch and heads
     q = np.concatenate([q_content, np.broadcast_to(q_shared, (3, 2, 6, 2))], -1)
     k = np.concatenate([k_content, np.broadcast_to(k_shared, (3, 2, 6, 2))], -1)
-    layer = FavorKernel(nb_features=16, kernel=kernel, seed=2)
+    layer = FavorKernel(nb_features=16, feature_map=kernel, seed=2)
     whole = np.array(layer(q, k, v))
     blocks = np.array(layer([q_content, q_shared], [k_content, k_shared], v))
     np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-5)
-    assert layer.compute_output_shape([q_content.shape, q_shared.shape], [k_content.shape, k_shared.shape], v.shape) == v.shape
+    assert (
+        layer.compute_output_shape(
+            [q_content.shape, q_shared.shape], [k_content.shape, k_shared.shape], v.shape
+        )
+        == v.shape
+    )

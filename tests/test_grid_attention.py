@@ -11,7 +11,7 @@ from relperf_tf.layers import (
     RelativeFavorAttention,
 )
 from relperf_tf.layers.grid_attention import grid_linear_attention, relative_offsets
-from relperf_tf.models import grid_coordinates
+from relperf_tf.layers.grid_positions import grid_coordinates
 from tests.layer_test import run_layer_test
 
 HEIGHT, WIDTH = 5, 7  # not square
@@ -46,19 +46,25 @@ def test_grid_product_equals_brute_force(class_token):
     """Large logits too: the per-row rescaling must not change the result."""
     rng = np.random.default_rng(0)
     tokens = HEIGHT * WIDTH + int(class_token)
-    query_features, key_features = (rng.random((2, 3, tokens, 6)).astype("float32") + 0.1 for _ in range(2))
+    query_features, key_features = (
+        rng.random((2, 3, tokens, 6)).astype("float32") + 0.1 for _ in range(2)
+    )
     value = rng.normal(size=(2, 3, tokens, 4)).astype("float32")
     row_logits = (rng.normal(size=(3, HEIGHT, HEIGHT)) * 30).astype("float32")
     col_logits = (rng.normal(size=(3, WIDTH, WIDTH)) * 30).astype("float32")
     fast = grid_linear_attention(query_features, key_features, value, row_logits, col_logits)
     expected = numpy_grid_attention(
-        *(x.astype("float64") for x in (query_features, key_features, value, row_logits, col_logits))
+        *(
+            x.astype("float64")
+            for x in (query_features, key_features, value, row_logits, col_logits)
+        )
     )
     np.testing.assert_allclose(fast, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize(
-    "options", [dict(), dict(kernel="relu"), dict(no_projection=True), dict(kernel="exact")]
+    "options",
+    [dict(), dict(feature_map="relu"), dict(feature_map="efficient"), dict(feature_map="exact")],
 )
 def test_kernel_with_position_factor_equals_brute_force(options):
     """Every kernel option: the layer's linear-time output = the O(N²) sum with its own φ."""
@@ -69,7 +75,7 @@ def test_kernel_with_position_factor_equals_brute_force(options):
     logits = [rng.normal(size=(2, n, n)).astype("float32") for n in (HEIGHT, WIDTH)]
     kernel = FavorKernel(nb_features=16, seed=3, **options)
     out = kernel(query, key, value, position_logits=logits)
-    if kernel.kernel == "exact":
+    if kernel.is_exact:
         scores = np.einsum("bhid,bhjd->bhij", query, key) / np.sqrt(8.0)
         rows, cols = np.divmod(np.arange(HEIGHT * WIDTH), WIDTH)
         bias = logits[0][:, rows][:, :, rows] + logits[1][:, cols][:, :, cols]
@@ -77,9 +83,11 @@ def test_kernel_with_position_factor_equals_brute_force(options):
         weights = np.exp(scores - scores.max(-1, keepdims=True))
         expected = np.einsum("bhij,bhjd->bhid", weights / weights.sum(-1, keepdims=True), value)
     else:
-        projection = None if kernel.no_projection else keras.ops.convert_to_tensor(kernel.projection)
-        query_features = np.array(kernel.feature_map(query, True, projection), "float64")
-        key_features = np.array(kernel.feature_map(key, False, projection), "float64")
+        projection = (
+            None if not kernel.uses_projection else keras.ops.convert_to_tensor(kernel.projection)
+        )
+        query_features = np.array(kernel.features(query, True, projection), "float64")
+        key_features = np.array(kernel.features(key, False, projection), "float64")
         expected = numpy_grid_attention(query_features, key_features, value, *logits)
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
@@ -92,10 +100,10 @@ def test_exact_factor_with_exact_kernel_is_strategy_one():
     rng = np.random.default_rng(2)
     inputs = rng.normal(size=(2, HEIGHT * WIDTH + 1, 16)).astype("float32")
     encoding = LearnableSinusoidEncoding(3, 14.0)
-    grid = GridRelativeAttention(2, kernel="exact")
+    grid = GridRelativeAttention(2, feature_map="exact")
     offsets = [encoding(relative_offsets(n)[..., None]) for n in (HEIGHT, WIDTH)]
     out = grid(inputs, offsets)
-    strategy_one = RelativeFavorAttention(2, kernel="exact")
+    strategy_one = RelativeFavorAttention(2, feature_map="exact")
     positions = np.pad(np.array(encoding(grid_coordinates(HEIGHT, WIDTH))), ((1, 0), (0, 0)))
     strategy_one.build(inputs.shape, positions.shape)
     strategy_one.set_weights(grid.get_weights())
@@ -112,7 +120,8 @@ def place_pair(content_a, content_b, position, offset, background):
 
 
 def pair_weights_at(layer, positions_of, placements, offset):
-    """A_ij between the same two contents placed at several positions, same offset: [placements, heads]."""
+    """A_ij between the same two contents placed at several positions, same offset: [placements,
+    heads]."""
     rng = np.random.default_rng(4)
     content_a, content_b, background = rng.normal(size=(3, 16)).astype("float32")
     weights = []
@@ -137,7 +146,8 @@ def test_exact_factor_is_equivariant_for_a_fixed_draw():
 
 
 def test_strategy_one_with_favor_is_not_equivariant_for_a_fixed_draw():
-    """The same check fails for the paper's path: φ([q; e(p_i)R])·φ([k; e(p_j)]) depends on p_i + p_j."""
+    """The same check fails for the paper's path: φ([q; e(p_i)R])·φ([k; e(p_j)]) depends on p_i +
+    p_j."""
     keras.utils.set_random_seed(0)
     encoding = LearnableSinusoidEncoding(3, 14.0)
     positions = np.pad(np.array(encoding(grid_coordinates(HEIGHT, WIDTH))), ((1, 0), (0, 0)))
@@ -180,5 +190,10 @@ def test_grid_relative_attention_layer(tmp_path):
     inputs = rng.normal(size=(2, HEIGHT * WIDTH + 1, 16)).astype("float32")
     offsets = [np.array(x) for x in offset_encodings()]
     run_layer_test(
-        tmp_path, lambda: GridRelativeAttention(2, nb_features=8), [inputs, offsets], (2, HEIGHT * WIDTH + 1, 16)
+        tmp_path,
+        lambda **kw: GridRelativeAttention(2, nb_features=8, **kw),
+        [inputs, offsets],
+        (2, HEIGHT * WIDTH + 1, 16),
+        expected_trainable_weights=10,  # q, k, v, output (kernel, bias); α, β
+        expected_non_trainable_weights=2,
     )

@@ -1,4 +1,5 @@
-"""The peer harness (benchmarks/peers/): CPU detection, the side-by-side table, its section of docs/benchmarks.md, bad flags."""
+"""The peer harness (benchmarks/peers/): CPU detection, the side-by-side table, its section of
+docs/benchmarks.md, bad flags."""
 
 import os
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-from relperf_tf import report
+from benchmarks import report
 
 PEERS = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "peers")
 sys.path.insert(0, PEERS)
@@ -15,10 +16,15 @@ import peer_table  # noqa: E402
 
 def test_cpu_flags_decide_native_bf16(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
-                       "vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    cpuinfo.write_text(
+        "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC "
+        "9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
+        "vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    )
     info = peer_table.cpu_info(str(cpuinfo))
-    assert info["model_name"] == "AMD EPYC 9R14" and info["family"] == "25" and info["model"] == "17"
+    assert (
+        info["model_name"] == "AMD EPYC 9R14" and info["family"] == "25" and info["model"] == "17"
+    )
     assert info["flags"] == ["avx2", "avx512f", "avx512_bf16"] and info["native_bf16"]
     cpuinfo.write_text("model name\t: Intel Xeon\nflags\t\t: avx2 avx512f amx_tile amx_bf16\n")
     assert peer_table.cpu_info(str(cpuinfo))["native_bf16"]
@@ -29,33 +35,77 @@ def test_cpu_flags_decide_native_bf16(tmp_path):
 
 
 def _row(name, mode, setting, images_per_s, **extra):
-    return dict(name=name, implementation=name, mode=mode, setting=setting, version=f"{name} 1.0", images_per_s=images_per_s, peak_rss_gb=1.5, **extra)
+    return dict(
+        name=name,
+        implementation=name,
+        mode=mode,
+        setting=setting,
+        version=f"{name} 1.0",
+        images_per_s=images_per_s,
+        peak_rss_gb=1.5,
+        **extra,
+    )
 
 
 def _results(rows):
-    cpu = dict(model_name="Test CPU", vendor="V", family="6", model="1", cores=2, flags=["avx2"], native_bf16=False)
-    return dict(cpu=cpu, workload=dict(image_size=32, channels=1, dim=128, depth=4, heads=4, nb_features=110, ff_multiplier=4),
-                batch=dict(train=16, infer=128), timing=dict(warmup=2, repeats=5, window_steps=3), threads=dict(intra_op=2, inter_op=1),
-                date="2026-11-26", rows=rows, skipped=["performer_pytorch bf16 (no native bf16 matmuls on this CPU)"])
+    cpu = dict(
+        model_name="Test CPU",
+        vendor="V",
+        family="6",
+        model="1",
+        cores=2,
+        flags=["avx2"],
+        native_bf16=False,
+    )
+    return dict(
+        cpu=cpu,
+        workload=dict(
+            image_size=32, channels=1, dim=128, depth=4, heads=4, nb_features=110, ff_multiplier=4
+        ),
+        batch=dict(train=16, infer=128),
+        timing=dict(warmup=2, repeats=5, window_steps=3),
+        threads=dict(intra_op=2, inter_op=1),
+        date="2026-11-26",
+        rows=rows,
+        skipped=["performer_pytorch bf16 (no native bf16 matmuls on this CPU)"],
+    )
 
 
 def test_table_compares_our_best_setting_with_the_best_peer():
     rows = [
-        _row("relperf_tf", "train", "plain", 12.0), _row("relperf_tf", "train", "xla", 18.0),
-        _row("model_garden", "train", "plain", 9.0), _row("model_garden", "train", "xla", 10.0),
-        _row("performer_pytorch", "train", "eager", 12.0), dict(_row("performer_pytorch", "train", "compile", 0.0), error="inductor failed"),
-        _row("relperf_tf", "infer", "xla", 60.0), _row("model_garden", "infer", "xla", 30.0), _row("performer_pytorch", "infer", "eager", 20.0),
+        _row("relperf_tf", "train", "plain", 12.0),
+        _row("relperf_tf", "train", "xla", 18.0),
+        _row("model_garden", "train", "plain", 9.0),
+        _row("model_garden", "train", "xla", 10.0),
+        _row("performer_pytorch", "train", "eager", 12.0),
+        dict(_row("performer_pytorch", "train", "compile", 0.0), error="inductor failed"),
+        _row("relperf_tf", "infer", "xla", 60.0),
+        _row("model_garden", "infer", "xla", 30.0),
+        _row("performer_pytorch", "infer", "eager", 20.0),
     ]
     text = "\n".join(peer_table.render(_results(rows)))
     assert "**Test CPU** (V family 6 model 1), 2 cores, flags avx2; native bf16 matmuls: no" in text
     assert "| relperf_tf | relperf_tf 1.0 | xla | 18.0 | 60.0 | 1.50 |" in text
-    assert "| performer_pytorch | performer_pytorch 1.0 | compile | failed: inductor failed |  |  |" in text
+    assert (
+        "| performer_pytorch | performer_pytorch 1.0 | compile | failed: inductor failed |  |  |"
+        in text
+    )
     # 18 / 12 (performer-pytorch eager beats Model Garden's best, 10) = 1.50: met; 60 / 30 = 2.00.
-    assert "| train | 18.0 img/s (xla) | 12.0 img/s (performer_pytorch, eager) | 1.50× | met |" in text
+    assert (
+        "| train | 18.0 img/s (xla) | 12.0 img/s (performer_pytorch, eager) | 1.50× | met |" in text
+    )
     assert "| infer | 60.0 img/s (xla) | 30.0 img/s (model_garden, xla) | 2.00× | met |" in text
     assert "Not run: performer_pytorch bf16 (no native bf16 matmuls on this CPU)." in text
-    slower = [dict(r, images_per_s=11.0) if (r["name"], r["setting"], r["mode"]) == ("relperf_tf", "xla", "train") else r for r in rows]
-    assert "| train | 12.0 img/s (plain) | 12.0 img/s (performer_pytorch, eager) | 1.00× | not met |" in "\n".join(peer_table.render(_results(slower)))
+    slower = [
+        dict(r, images_per_s=11.0)
+        if (r["name"], r["setting"], r["mode"]) == ("relperf_tf", "xla", "train")
+        else r
+        for r in rows
+    ]
+    assert (
+        "| train | 12.0 img/s (plain) | 12.0 img/s (performer_pytorch, eager) | 1.00× | not met |"
+        in "\n".join(peer_table.render(_results(slower)))
+    )
 
 
 def test_section_is_written_once_and_kept_when_the_benchmarks_render(tmp_path):
@@ -65,7 +115,9 @@ def test_section_is_written_once_and_kept_when_the_benchmarks_render(tmp_path):
     report.replace_section(str(path), report.PEERS_SECTION, ["## Peers", "second"])
     text = path.read_text()
     assert text.count("## Peers") == 1 and "second" in text and "first" not in text
-    assert text.index("intro") < text.index("## Peers") < text.index("## Throughput and memory") and text.endswith("rows\n")
+    assert text.index("intro") < text.index("## Peers") < text.index(
+        "## Throughput and memory"
+    ) and text.endswith("rows\n")
     report.render(dict(throughput=[]), str(path))
     text = path.read_text()
     assert "second" in text and text.index("## Peers") < text.index("## Throughput and memory")
@@ -74,13 +126,25 @@ def test_section_is_written_once_and_kept_when_the_benchmarks_render(tmp_path):
 
 @pytest.mark.parametrize(
     "flag, named",
-    [("--implementations=ours", "flag --implementations: 'ours' is not allowed"), ("--modes=serve", "flag --modes: 'serve' is not allowed"),
-     ("--timeout=0", "flag --timeout=0 is not allowed")],
+    [
+        ("--implementations=ours", "flag --implementations: 'ours' is not allowed"),
+        ("--modes=serve", "flag --modes: 'serve' is not allowed"),
+        ("--timeout=0", "flag --timeout=0 is not allowed"),
+    ],
 )
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, flag, named):
     output, report_path = tmp_path / "peers.json", tmp_path / "bench.md"
-    result = subprocess.run([sys.executable, os.path.join(PEERS, "run.py"), flag, f"--output={output}", f"--report={report_path}"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(PEERS, "run.py"),
+            flag,
+            f"--output={output}",
+            f"--report={report_path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {named}")
     assert not output.exists() and not report_path.exists()

@@ -40,10 +40,20 @@ def test_mirrored_replicas_draw_identical_features():
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         model = build_model(
-            "RelativePerformer", image_shape=(4, 4, 1), num_classes=3, dim=8, depth=1, heads=2,
-            pos_scales=1, nb_features=8, feature_redraw_interval=2, seed=1,
+            "RelativePerformer",
+            image_shape=(4, 4, 1),
+            num_classes=3,
+            dim=8,
+            depth=1,
+            heads=2,
+            pos_scales=1,
+            nb_features=8,
+            feature_redraw_interval=2,
+            seed=1,
         )
-        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
     projection = next(w for w in model.non_trainable_weights if "projection" in w.path)
     step = next(w for w in model.non_trainable_weights if w.path.endswith("step"))
     initial = np.array(projection)
@@ -54,7 +64,9 @@ def test_mirrored_replicas_draw_identical_features():
     np.testing.assert_array_equal(replicas[0], replicas[1])
     assert [int(v) for v in strategy.experimental_local_results(step.value)] == [5, 5]
     assert not np.array_equal(replicas[0], initial)
-    weights = [[np.array(v) for v in strategy.experimental_local_results(w.value)] for w in model.trainable_weights]
+    weights = [
+        [np.array(v) for v in strategy.experimental_local_results(w.value)]
+        for w in model.trainable_weights
+    ]
     for per_replica in weights:
         np.testing.assert_array_equal(per_replica[0], per_replica[1])
-

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from relperf_tf.layers import FavorAttention, LearnableSinusoidEncoding, RelativeFavorAttention
-from relperf_tf.models import grid_coordinates
+from relperf_tf.layers.grid_positions import grid_coordinates
 from tests.layer_test import run_layer_test
 
 OFFSET = np.array([3.0, -5.0], "float32")  # +3 rows, −5 cols
@@ -34,7 +34,7 @@ def test_relative_query_key_products_depend_only_on_differences():
     """Exact kernel (FAVOR+'s m → ∞ limit): output unchanged under a translation."""
     x, coords, encoding = setup()
     for content_rel_attn in (False, True):
-        layer = RelativeFavorAttention(2, content_rel_attn=content_rel_attn, kernel="exact")
+        layer = RelativeFavorAttention(2, content_rel_attn=content_rel_attn, feature_map="exact")
         base = np.array(layer(x, encoding(coords)))
         moved = np.array(layer(x, encoding(coords + OFFSET)))
         np.testing.assert_allclose(moved, base, atol=1e-5)
@@ -43,7 +43,7 @@ def test_relative_query_key_products_depend_only_on_differences():
 def test_absolute_encoding_is_not_equivariant():
     x, coords, _ = setup()
     encoding = LearnableSinusoidEncoding(num_scales=4, max_timescale=32000.0)
-    layer = FavorAttention(2, kernel="exact")
+    layer = FavorAttention(2, feature_map="exact")
     base = np.array(layer(x + encoding(coords)))
     moved = np.array(layer(x + encoding(coords + OFFSET)))
     assert np.abs(moved - base).max() > 1e-2
@@ -70,7 +70,7 @@ def test_favor_features_are_equivariant_up_to_estimator_noise():
 def test_class_token_without_position_sees_positions_only_through_content():
     """Zero positional features: the token's query carries no positional part."""
     x, coords, encoding = setup()
-    layer = RelativeFavorAttention(2, kernel="exact")
+    layer = RelativeFavorAttention(2, feature_map="exact")
     positions = np.array(encoding(coords))
     positions[0] = 0.0
     moved = np.array(encoding(coords + OFFSET))
@@ -84,15 +84,24 @@ def test_relative_attention_layer(tmp_path, content_rel_attn):
     positions = np.broadcast_to(np.array(encoding(coords)), (2, 12, 12)).copy()
     run_layer_test(
         tmp_path,
-        lambda: RelativeFavorAttention(2, content_rel_attn=content_rel_attn, nb_features=8),
+        lambda **kw: RelativeFavorAttention(
+            2, content_rel_attn=content_rel_attn, nb_features=8, **kw
+        ),
         [x, positions],
         (2, 12, 16),
+        # q, k, v, output (kernel, bias); α, β; the content rotation's Dense.
+        expected_trainable_weights=12 if content_rel_attn else 10,
+        expected_non_trainable_weights=2,
     )
 
 
 def test_sinusoid_encoding_layer(tmp_path):
     run_layer_test(
-        tmp_path, lambda: LearnableSinusoidEncoding(3, 8.0), [grid_coordinates(2, 3)], (6, 12)
+        tmp_path,
+        lambda **kw: LearnableSinusoidEncoding(3, 8.0, **kw),
+        [grid_coordinates(2, 3)],
+        (6, 12),
+        expected_trainable_weights=1,  # the frequencies
     )
 
 

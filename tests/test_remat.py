@@ -8,13 +8,26 @@ import tensorflow as tf
 from relperf_tf import MODEL_NAMES, build_model
 from relperf_tf.layers import FavorKernel
 
-TINY = dict(dim=16, depth=2, heads=2, attn_dropout=0.0, ff_dropout=0.0, pos_scales=2, clipping_dist=2, nb_features=8, seed=4, feature_redraw_interval=0)
+TINY = dict(
+    dim=16,
+    depth=2,
+    heads=2,
+    attn_dropout=0.0,
+    ff_dropout=0.0,
+    pos_scales=2,
+    clipping_dist=2,
+    nb_features=8,
+    seed=4,
+    feature_redraw_interval=0,
+)
 
 
 def gradients(model, images, labels):
     with tf.GradientTape() as tape:
         logits = model(images, training=True)
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        loss = tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        )
     return [np.array(g) for g in tape.gradient(loss, model.trainable_variables)]
 
 
@@ -50,7 +63,16 @@ def test_remat_recomputation_does_not_count_steps_twice():
 
 
 def test_remat_with_dropout_trains():
-    model = build_model("Performer", image_shape=(4, 4, 1), num_classes=2, **{**TINY, "ff_dropout": 0.2}, remat=True)
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(np.random.default_rng(2).random((4, 4, 4, 1)).astype("float32"), np.array([0, 1, 0, 1]), epochs=2, verbose=0)
+    model = build_model(
+        "Performer", image_shape=(4, 4, 1), num_classes=2, **{**TINY, "ff_dropout": 0.2}, remat=True
+    )
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    history = model.fit(
+        np.random.default_rng(2).random((4, 4, 4, 1)).astype("float32"),
+        np.array([0, 1, 0, 1]),
+        epochs=2,
+        verbose=0,
+    )
     assert np.all(np.isfinite(history.history["loss"]))

@@ -30,13 +30,25 @@ def test_shipped_model_matches_its_recorded_accuracy(saved_model, fashion_mnist_
     # The serving graph, XLA-compiled: 3.3× faster on 2 CPU cores (the same
     # classes on 2 000 images); predict.py below runs it as served.
     classify = tf.function(lambda batch: serve(images=batch)["classes"], jit_compile=True)
-    predicted = np.concatenate([classify(tf.constant(images[i : i + 1000])).numpy() for i in range(0, len(images), 1000)])
+    predicted = np.concatenate(
+        [classify(tf.constant(images[i : i + 1000])).numpy() for i in range(0, len(images), 1000)]
+    )
     accuracy = float(np.mean(predicted == labels))
     assert accuracy == pytest.approx(metadata["test_accuracy"], abs=2e-3)
 
     png = tmp_path / "item.png"
     png.write_bytes(tf.io.encode_png(images[0]).numpy())
-    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "predict.py"), os.path.dirname(version_dir), str(png), "--json"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "scripts", "predict.py"),
+            os.path.dirname(version_dir),
+            str(png),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)[0]["class_index"] == int(predicted[0])
 
@@ -48,12 +60,16 @@ def _shipped_dirs():
 @pytest.mark.parametrize("model_dir", _shipped_dirs(), ids=os.path.basename)
 def test_shipped_shift_curve_is_what_its_readme_reports(model_dir, fashion_mnist_dir):
     """The exported SavedModel itself (its `logits` signature) reproduces shift.csv at s = −8, 0, 8,
-    and meets README's claim: relative models within 0.95× of s = 0 at every shift, the Performer collapsing."""
+    and meets README's claim: relative models within 0.95× of s = 0 at every shift, the
+    Performer collapsing."""
     import csv
 
     from relperf_tf import shift
 
-    recorded = {int(r["shift"]): float(r["accuracy_mean"]) for r in csv.DictReader(open(os.path.join(model_dir, "shift.csv")))}
+    recorded = {
+        int(r["shift"]): float(r["accuracy_mean"])
+        for r in csv.DictReader(open(os.path.join(model_dir, "shift.csv")))
+    }
     rows = shift.run_shift_experiment([model_dir], [1], 8, fashion_mnist_dir, step=8)
     measured = {row["shift"]: row["accuracy_mean"] for row in rows}
     for s, accuracy in measured.items():

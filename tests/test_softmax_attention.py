@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 
-from relperf_tf import benchmarking
-from relperf_tf.layers import SoftmaxSelfAttention
+from benchmarks import benchmarking
+from benchmarks.softmax_baseline import SoftmaxSelfAttention
 from tests.layer_test import run_layer_test
 from tests.test_favor_attention import numpy_softmax_attention
 
@@ -29,12 +29,22 @@ def test_softmax_self_attention_matches_numpy():
 
 def test_softmax_self_attention_layer_contract(tmp_path):
     x = np.random.default_rng(1).normal(size=(2, 5, 8)).astype("float32")
-    run_layer_test(tmp_path, lambda: SoftmaxSelfAttention(num_heads=2, key_dim=4), [x], (2, 5, 8))
+    run_layer_test(
+        tmp_path,
+        lambda **kw: SoftmaxSelfAttention(num_heads=2, key_dim=4, **kw),
+        [x],
+        (2, 5, 8),
+        expected_trainable_weights=8,
+    )
 
 
 def test_exact_benchmark_model_is_performer_with_multi_head_attention():
-    model = benchmarking.build("exact", image_size=4, batch_size=2, jit_compile=False, dim=16, depth=1, heads=2)
-    performer = benchmarking.build("Performer", image_size=4, batch_size=2, jit_compile=False, dim=16, depth=1, heads=2)
+    model = benchmarking.build(
+        "exact", image_size=4, batch_size=2, jit_compile=False, dim=16, depth=1, heads=2
+    )
+    performer = benchmarking.build(
+        "Performer", image_size=4, batch_size=2, jit_compile=False, dim=16, depth=1, heads=2
+    )
     assert isinstance(model.blocks[0].attention, SoftmaxSelfAttention)
     # Same architecture apart from attention: FAVOR+ keeps W and a step counter
     # as non-trainable state; trainable parameter counts are equal.

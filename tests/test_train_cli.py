@@ -13,7 +13,15 @@ import pytest
 from tests.conftest import REPO
 
 SCRIPT = os.path.join(REPO, "scripts", "train.py")
-QUICK = ["--dim=8", "--depth=1", "--heads=2", "--nb_features=4", "--batch_size=16", "--noprogress_bar", "--seed=0"]
+QUICK = [
+    "--dim=8",
+    "--depth=1",
+    "--heads=2",
+    "--nb_features=4",
+    "--batch_size=16",
+    "--noprogress_bar",
+    "--seed=0",
+]
 
 
 def train_cli(args, **kwargs):
@@ -27,7 +35,17 @@ def read_rows(run_dir):
 
 def test_end_to_end_on_real_fashion_mnist(tmp_path, fashion_mnist_dir):
     log_dir = str(tmp_path / "logs")
-    result = train_cli(["--model=RelativePerformer", "--dataset=fashion_mnist", f"--log_dir={log_dir}", f"--data_dir={fashion_mnist_dir}", "--epochs=2", "--steps_per_epoch=5"] + QUICK)
+    result = train_cli(
+        [
+            "--model=RelativePerformer",
+            "--dataset=fashion_mnist",
+            f"--log_dir={log_dir}",
+            f"--data_dir={fashion_mnist_dir}",
+            "--epochs=2",
+            "--steps_per_epoch=5",
+        ]
+        + QUICK
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = os.path.join(log_dir, "default", "version_0")
     hparams = json.load(open(os.path.join(run_dir, "hparams.json")))
@@ -36,13 +54,27 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path, fashion_mnist_dir):
     assert [row["epoch"] for row in read_rows(run_dir)] == ["0", "1"]
     assert float(read_rows(run_dir)[0]["learning_rate"]) == pytest.approx(1e-3)
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "best.keras"))
-    events = [name for _, _, files in os.walk(os.path.join(run_dir, "tensorboard")) for name in files]
+    events = [
+        name for _, _, files in os.walk(os.path.join(run_dir, "tensorboard")) for name in files
+    ]
     assert any(name.startswith("events.out.tfevents") for name in events)
     metrics = json.load(open(os.path.join(run_dir, "test_metrics.json")))
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] > 0
     # The next run gets the next version; an existing one needs --resume.
-    again = train_cli(["--model=RelativePerformer", "--dataset=fashion_mnist", f"--log_dir={log_dir}", "--version=version_0"] + QUICK)
-    assert again.returncode != 0 and "--version='version_0'" in again.stderr and "--resume" in again.stderr
+    again = train_cli(
+        [
+            "--model=RelativePerformer",
+            "--dataset=fashion_mnist",
+            f"--log_dir={log_dir}",
+            "--version=version_0",
+        ]
+        + QUICK
+    )
+    assert (
+        again.returncode != 0
+        and "--version='version_0'" in again.stderr
+        and "--resume" in again.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,7 +101,50 @@ def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, args, flag):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and flag in errors[0], result.stderr[-1500:]
     assert not log_dir.exists()
-    assert sorted(os.listdir(tmp_path)) == ["logs"] or not os.listdir(tmp_path) or sorted(os.listdir(tmp_path)) == []
+    assert (
+        sorted(os.listdir(tmp_path)) == ["logs"]
+        or not os.listdir(tmp_path)
+        or sorted(os.listdir(tmp_path)) == []
+    )
+
+
+@pytest.mark.parametrize(
+    "command", ["relperf-train", "python -m relperf_tf.commands.train"], ids=["console", "module"]
+)
+def test_installed_command_is_the_script(tmp_path, command):
+    """The console entry point (setup.py) and `python -m` run train.py's code."""
+    program = command.split()
+    if program[0] == "python":
+        program[0] = sys.executable
+    else:
+        program[0] = os.path.join(os.path.dirname(sys.executable), program[0])
+    result = subprocess.run(
+        program + ["--model=Performer", "--dataset=mnist", "--feature_map=cosine"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-1500:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: flag --feature_map='cosine' is not allowed; "
+        "use one of ('softmax', 'relu', 'efficient', 'exact')."
+    ]
+
+
+def test_deprecated_kernel_flags_map_to_feature_map(tmp_path):
+    from relperf_tf.layers.favor_kernel import upgrade_legacy_options
+
+    assert upgrade_legacy_options({"kernel": "relu"}) == {"feature_map": "relu"}
+    assert upgrade_legacy_options({"no_projection": True}) == {"feature_map": "efficient"}
+    assert upgrade_legacy_options({"kernel": "exact", "no_projection": True}) == {
+        "feature_map": "exact"
+    }
+    both = train_cli(
+        ["--model=Performer", "--dataset=mnist", "--kernel=relu", "--feature_map=relu"]
+    )
+    assert both.returncode == 2
+    assert "--feature_map cannot be combined with the deprecated ['--kernel']" in both.stderr
 
 
 def test_unwritable_log_dir(tmp_path):
@@ -94,7 +169,15 @@ def test_log_dir_that_is_a_file(tmp_path):
 
 
 def test_missing_dataset_is_one_clear_error(tmp_path):
-    result = train_cli(["--model=Performer", "--dataset=cifar10", f"--data_dir={tmp_path / 'none'}", f"--log_dir={tmp_path / 'logs'}"] + QUICK)
+    result = train_cli(
+        [
+            "--model=Performer",
+            "--dataset=cifar10",
+            f"--data_dir={tmp_path / 'none'}",
+            f"--log_dir={tmp_path / 'logs'}",
+        ]
+        + QUICK
+    )
     assert result.returncode == 3
     assert "--data_dir" in result.stderr.splitlines()[-1]
     assert not (tmp_path / "logs").exists()
@@ -102,8 +185,18 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
 
 def test_resume_after_sigkill(tmp_path, fashion_mnist_dir):
     log_dir = str(tmp_path / "logs")
-    args = ["--model=NoposPerformer", "--dataset=fashion_mnist", f"--log_dir={log_dir}", f"--data_dir={fashion_mnist_dir}", "--epochs=4", "--steps_per_epoch=40", "--version=run"] + QUICK
-    process = subprocess.Popen([sys.executable, SCRIPT] + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "--model=NoposPerformer",
+        "--dataset=fashion_mnist",
+        f"--log_dir={log_dir}",
+        f"--data_dir={fashion_mnist_dir}",
+        "--epochs=4",
+        "--steps_per_epoch=40",
+        "--version=run",
+    ] + QUICK
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT] + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     run_dir = os.path.join(log_dir, "default", "run")
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -127,7 +220,20 @@ def test_resume_after_sigkill(tmp_path, fashion_mnist_dir):
 
 def test_mirrored_cli_on_two_cpu_replicas(tmp_path, fashion_mnist_dir):
     log_dir = str(tmp_path / "logs")
-    result = train_cli(["--model=ClippedRelativePerformer", "--dataset=fashion_mnist", "--clipping_dist=2", f"--log_dir={log_dir}", f"--data_dir={fashion_mnist_dir}", "--epochs=1", "--steps_per_epoch=3", "--strategy=mirrored", "--cpu_replicas=2"] + QUICK)
+    result = train_cli(
+        [
+            "--model=ClippedRelativePerformer",
+            "--dataset=fashion_mnist",
+            "--clipping_dist=2",
+            f"--log_dir={log_dir}",
+            f"--data_dir={fashion_mnist_dir}",
+            "--epochs=1",
+            "--steps_per_epoch=3",
+            "--strategy=mirrored",
+            "--cpu_replicas=2",
+        ]
+        + QUICK
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     hparams = json.load(open(os.path.join(log_dir, "default", "version_0", "hparams.json")))
     assert hparams["replicas"] == 2

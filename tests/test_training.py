@@ -11,7 +11,16 @@ import tensorflow as tf
 from relperf_tf import data, training
 from relperf_tf.schedules import WarmupSchedule
 
-TINY = dict(dim=8, depth=1, heads=2, nb_features=4, batch_size=8, attn_dropout=0.0, ff_dropout=0.0, verbose=0)
+TINY = dict(
+    dim=8,
+    depth=1,
+    heads=2,
+    nb_features=4,
+    batch_size=8,
+    attn_dropout=0.0,
+    ff_dropout=0.0,
+    verbose=0,
+)
 
 
 def test_schedules():
@@ -79,7 +88,15 @@ def test_nan_loss_stops_keeps_last_good_checkpoint(tmp_path):
     train = tf.data.Dataset.from_tensor_slices((np.concatenate([good, bad]), labels)).batch(8)
     valid = tf.data.Dataset.from_tensor_slices((good, labels[:16])).batch(8)
     splits = data.Splits(train=train, validation=valid, test=valid, spec=data.DATASETS["mnist"])
-    config = training.resolve_config("NoposPerformer", "mnist", log_dir=str(tmp_path), epochs=3, steps_per_epoch=2, seed=0, **TINY)
+    config = training.resolve_config(
+        "NoposPerformer",
+        "mnist",
+        log_dir=str(tmp_path),
+        epochs=3,
+        steps_per_epoch=2,
+        seed=0,
+        **TINY,
+    )
     with pytest.raises(training.TrainingDivergedError, match="NaN"):
         training.train(config, splits)
     run_dir = tmp_path / "default" / "version_0"
@@ -91,12 +108,16 @@ def test_nan_loss_stops_keeps_last_good_checkpoint(tmp_path):
 def test_mirrored_training_keeps_replicas_identical(tmp_path):
     strategy = training.make_strategy("mirrored", cpu_replicas=2)
     assert strategy.num_replicas_in_sync == 2
-    config = training.resolve_config("RelativePerformer", "mnist", feature_redraw_interval=2, seed=0, **TINY)
+    config = training.resolve_config(
+        "RelativePerformer", "mnist", feature_redraw_interval=2, seed=0, **TINY
+    )
     model = training.build_compiled_model(config, strategy)
     images = np.random.default_rng(1).random((48, 32, 32, 1)).astype("float32")
     model.fit(images, np.arange(48) % 10, batch_size=8, epochs=1, verbose=0)
     for weight in model.weights:
-        replicas = [keras.ops.convert_to_numpy(v) for v in strategy.experimental_local_results(weight.value)]
+        replicas = [
+            keras.ops.convert_to_numpy(v) for v in strategy.experimental_local_results(weight.value)
+        ]
         assert len(replicas) == 2
         np.testing.assert_array_equal(replicas[0], replicas[1], err_msg=weight.path)
 
@@ -109,7 +130,16 @@ def test_metrics_csv_drops_rows_after_the_restored_epoch(tmp_path):
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for epoch in range(3):
-            writer.writerow({"epoch": epoch, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5, "learning_rate": 1e-3})
+            writer.writerow(
+                {
+                    "epoch": epoch,
+                    "loss": 1.0,
+                    "accuracy": 0.5,
+                    "val_loss": 1.0,
+                    "val_accuracy": 0.5,
+                    "learning_rate": 1e-3,
+                }
+            )
     logger = MetricsCSVLogger(path)
     model = keras.Sequential([keras.layers.Dense(1)])
     model._initial_epoch = 2  # what BackupAndRestore sets when resuming at epoch 2

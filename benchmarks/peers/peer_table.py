@@ -4,13 +4,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-from relperf_tf import report  # noqa: E402
+from benchmarks import report  # noqa: E402
 
 OURS = "relperf_tf"
 TARGET_RATIO = 1.5
+
+
 def cpu_info(path="/proc/cpuinfo"):
-    """The CPU at hand (model, family/model, flags that matter, native bf16): `relperf_tf.benchmarking.cpu_info`."""
-    from relperf_tf import benchmarking
+    """The CPU at hand (model, family/model, flags that matter, native bf16):
+    `benchmarks.benchmarking.cpu_info`."""
+    from benchmarks import benchmarking
 
     return benchmarking.cpu_info(path)
 
@@ -21,18 +24,27 @@ def _best(rows, name, mode):
 
 
 def render(results):
-    """Markdown lines: the CPU, every implementation × setting, and ours against the best peer per mode."""
+    """Markdown lines: the CPU, every implementation × setting, and ours against the best peer per
+    mode."""
     cpu, w, rows = results["cpu"], results["workload"], results["rows"]
+    cpu_flags = ", ".join(cpu["flags"]) or "none of avx2, avx512f, avx512_bf16, amx_tile, amx_bf16"
     lines = [
         "## Peers, measured side by side",
         "",
-        f"Run by `benchmarks/peers/run.py` on {results['date']}: **{cpu['model_name']}** ({cpu['vendor']} family {cpu['family']} model {cpu['model']}), "
-        f"{cpu['cores']} cores, flags {', '.join(cpu['flags']) or 'none of avx2, avx512f, avx512_bf16, amx_tile, amx_bf16'}; native bf16 matmuls: {'yes' if cpu['native_bf16'] else 'no'}. "
-        f"Workload: {w['image_size']}×{w['image_size']}×{w['channels']} images ({w['image_size'] ** 2 + 1} tokens), dim {w['dim']}, depth {w['depth']}, "
-        f"heads {w['heads']}, m = {w['nb_features']}, Dense({w['ff_multiplier']}·dim) GELU, learned absolute positions, class token; "
-        f"training batch {results['batch']['train']} (forward, backward, Adam), inference batch {results['batch']['infer']}; "
-        f"threads intra {results['threads']['intra_op']} / inter {results['threads']['inter_op']}; each configuration in a fresh process, "
-        f"{results['timing']['warmup']} warm-up steps, median of {results['timing']['repeats']} windows of {results['timing']['window_steps']} steps; "
+        f"Run by `benchmarks/peers/run.py` on {results['date']}: **{cpu['model_name']}** "
+        f"({cpu['vendor']} family {cpu['family']} model {cpu['model']}), "
+        f"{cpu['cores']} cores, flags {cpu_flags}; "
+        f"native bf16 matmuls: {'yes' if cpu['native_bf16'] else 'no'}. "
+        f"Workload: {w['image_size']}×{w['image_size']}×{w['channels']} images "
+        f"({w['image_size'] ** 2 + 1} tokens), dim {w['dim']}, depth {w['depth']}, "
+        f"heads {w['heads']}, m = {w['nb_features']}, Dense({w['ff_multiplier']}·dim) GELU, "
+        "learned absolute positions, class token; "
+        f"training batch {results['batch']['train']} (forward, backward, Adam), inference batch "
+        f"{results['batch']['infer']}; "
+        f"threads intra {results['threads']['intra_op']} / inter "
+        f"{results['threads']['inter_op']}; each configuration in a fresh process, "
+        f"{results['timing']['warmup']} warm-up steps, median of {results['timing']['repeats']} "
+        f"windows of {results['timing']['window_steps']} steps; "
         "random data created once from seed 0; every process with the same glibc malloc settings.",
         "",
         "| implementation | version | setting | train img/s | infer img/s | train peak RSS (GB) |",
@@ -54,19 +66,33 @@ def render(results):
     for name, setting in keys:
         version = next((r["version"] for r in rows if r["name"] == name and "version" in r), "")
         lines.append(
-            f"| {name} | {version} | {setting} | {cell(name, setting, 'train', 'images_per_s', '.1f')} | "
-            f"{cell(name, setting, 'infer', 'images_per_s', '.1f')} | {cell(name, setting, 'train', 'peak_rss_gb', '.2f')} |"
+            f"| {name} | {version} | {setting} "
+            f"| {cell(name, setting, 'train', 'images_per_s', '.1f')} "
+            f"| {cell(name, setting, 'infer', 'images_per_s', '.1f')} "
+            f"| {cell(name, setting, 'train', 'peak_rss_gb', '.2f')} |"
         )
-    lines += ["", f"| mode | {OURS} (best setting) | best peer (setting) | ratio | target ≥ {TARGET_RATIO}× |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"| mode | {OURS} (best setting) | best peer (setting) | ratio | target ≥ {TARGET_RATIO}× "
+        "|",
+        "|---|---|---|---|---|",
+    ]
     for mode in ("train", "infer"):
         ours = _best(rows, OURS, mode)
-        peers = [p for p in (_best(rows, name, mode) for name in {r["name"] for r in rows if r["name"] != OURS}) if p]
+        peers = [
+            p
+            for p in (
+                _best(rows, name, mode) for name in {r["name"] for r in rows if r["name"] != OURS}
+            )
+            if p
+        ]
         if not (ours and peers):
             continue
         peer = max(peers, key=lambda r: r["images_per_s"])
         ratio = ours["images_per_s"] / peer["images_per_s"]
         lines.append(
-            f"| {mode} | {ours['images_per_s']:.1f} img/s ({ours['setting']}) | {peer['images_per_s']:.1f} img/s ({peer['name']}, {peer['setting']}) | "
+            f"| {mode} | {ours['images_per_s']:.1f} img/s ({ours['setting']}) | "
+            f"{peer['images_per_s']:.1f} img/s ({peer['name']}, {peer['setting']}) | "
             f"{ratio:.2f}× | {'met' if ratio >= TARGET_RATIO else 'not met'} |"
         )
     for skipped in results.get("skipped", []):

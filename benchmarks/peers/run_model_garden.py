@@ -29,7 +29,11 @@ def build_model(tf, tf_keras, kernel_attention):
             super().__init__(**kwargs)
             self.attention_norm = tf_keras.layers.LayerNormalization(epsilon=1e-5)
             self.attention = kernel_attention.KernelAttention(
-                num_heads=heads, key_dim=dim // heads, feature_transform="exp", num_random_features=w["nb_features"], seed=seed
+                num_heads=heads,
+                key_dim=dim // heads,
+                feature_transform="exp",
+                num_random_features=w["nb_features"],
+                seed=seed,
             )
             self.ff_norm = tf_keras.layers.LayerNormalization(epsilon=1e-5)
             self.ff_hidden = tf_keras.layers.Dense(w["ff_multiplier"] * dim, activation="gelu")
@@ -50,8 +54,14 @@ def build_model(tf, tf_keras, kernel_attention):
             self.head = tf_keras.layers.Dense(w["num_classes"])
 
         def build(self, input_shape):
-            self.positions = self.add_weight("positions", shape=(pixels, dim), initializer=tf_keras.initializers.RandomNormal(stddev=0.02))
-            self.class_token = self.add_weight("class_token", shape=(1, 1, dim), initializer="zeros")
+            self.positions = self.add_weight(
+                "positions",
+                shape=(pixels, dim),
+                initializer=tf_keras.initializers.RandomNormal(stddev=0.02),
+            )
+            self.class_token = self.add_weight(
+                "class_token", shape=(1, 1, dim), initializer="zeros"
+            )
             super().build(input_shape)
 
         def call(self, images, training=False):
@@ -89,12 +99,15 @@ def main():
         def train_step(x, y):
             with tf.GradientTape() as tape:
                 loss = loss_fn(y, model(x, training=True))
-            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            optimizer.apply_gradients(
+                zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+            )
             return loss
 
     step = workload.tf_step(tf, model, mode, jit, images, labels, train_step)
     seconds, windows = workload.seconds_per_step(step)
-    version = f"tf-models-official {importlib.metadata.version('tf-models-official')}, TF {tf.__version__}, tf-keras {tf_keras.__version__}"
+    official = importlib.metadata.version("tf-models-official")
+    version = f"tf-models-official {official}, TF {tf.__version__}, tf-keras {tf_keras.__version__}"
     workload.report("Model Garden KernelAttention", version, mode, setting, seconds, windows)
 
 

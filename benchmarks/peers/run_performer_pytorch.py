@@ -28,13 +28,21 @@ def build_model(torch, Performer):
             self.positions = torch.nn.Parameter(0.02 * torch.randn(pixels, dim))
             self.class_token = torch.nn.Parameter(torch.zeros(1, 1, dim))
             self.blocks = Performer(
-                dim=dim, depth=w["depth"], heads=w["heads"], dim_head=dim // w["heads"], ff_mult=w["ff_multiplier"],
-                nb_features=w["nb_features"], feature_redraw_interval=w["feature_redraw_interval"],
+                dim=dim,
+                depth=w["depth"],
+                heads=w["heads"],
+                dim_head=dim // w["heads"],
+                ff_mult=w["ff_multiplier"],
+                nb_features=w["nb_features"],
+                feature_redraw_interval=w["feature_redraw_interval"],
             )
             self.head = torch.nn.Linear(dim, w["num_classes"])
 
         def forward(self, images):  # [b, H, W, C]
-            x = self.embedding(images.reshape(images.shape[0], pixels, w["channels"])) + self.positions
+            x = (
+                self.embedding(images.reshape(images.shape[0], pixels, w["channels"]))
+                + self.positions
+            )
             x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
             return self.head(self.blocks(x)[:, 0])
 
@@ -74,7 +82,8 @@ def main():
                 forward(images).float().sum().item()
 
     seconds, windows = workload.seconds_per_step(step)
-    version = f"performer-pytorch {importlib.metadata.version('performer-pytorch')}, torch {torch.__version__}"
+    performer = importlib.metadata.version("performer-pytorch")
+    version = f"performer-pytorch {performer}, torch {torch.__version__}"
     workload.report("performer-pytorch", version, mode, setting, seconds, windows)
 
 

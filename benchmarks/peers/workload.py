@@ -26,8 +26,18 @@ import time
 
 import numpy as np
 
-WORKLOAD = dict(image_size=32, channels=1, num_classes=10, dim=128, depth=4, heads=4, nb_features=110, ff_multiplier=4,
-                feature_redraw_interval=1000, learning_rate=1e-3)
+WORKLOAD = dict(
+    image_size=32,
+    channels=1,
+    num_classes=10,
+    dim=128,
+    depth=4,
+    heads=4,
+    nb_features=110,
+    ff_multiplier=4,
+    feature_redraw_interval=1000,
+    learning_rate=1e-3,
+)
 BATCH = dict(train=16, infer=128)
 TIMING = dict(warmup=2, repeats=5, window_steps=3)
 # Threads every runner sets: two cores, one op at a time.
@@ -40,7 +50,8 @@ def tokens():
 
 
 def batch(mode):
-    """The random batch of a mode, created once per process from seed 0: images `[b, H, W, C]` in [0, 1), labels `[b]`."""
+    """The random batch of a mode, created once per process from seed 0: images `[b, H, W, C]` in
+    [0, 1), labels `[b]`."""
     size, channels = WORKLOAD["image_size"], WORKLOAD["channels"]
     rng = np.random.default_rng(0)
     images = rng.random((BATCH[mode], size, size, channels), dtype=np.float32)
@@ -49,7 +60,8 @@ def batch(mode):
 
 
 def seconds_per_step(step, warmup=None, repeats=None, window_steps=None):
-    """Median over windows of the mean seconds per step; `step()` must return when its result is computed."""
+    """Median over windows of the mean seconds per step; `step()` must return when its result is
+    computed."""
     warmup = TIMING["warmup"] if warmup is None else warmup
     repeats = TIMING["repeats"] if repeats is None else repeats
     window_steps = TIMING["window_steps"] if window_steps is None else window_steps
@@ -66,7 +78,8 @@ def seconds_per_step(step, warmup=None, repeats=None, window_steps=None):
 
 
 def tf_step(tf, model, mode, jit_compile, images, labels, train_step):
-    """The `step()` a TensorFlow runner times: `train_step(images, labels)` or the forward compiled alike, read back to the host.
+    """The `step()` a TensorFlow runner times: `train_step(images, labels)` or the forward compiled
+    alike, read back to the host.
 
     `tf` is the runner's TensorFlow module (this file imports none).
     """
@@ -85,15 +98,30 @@ def peak_rss_gb():
 
 def report(implementation, version, mode, setting, step_seconds, windows, **extra):
     """Prints the one result line the orchestrator reads."""
-    row = dict(implementation=implementation, version=version, mode=mode, setting=setting, batch_size=BATCH[mode],
-               tokens=tokens(), ms_per_step=1e3 * step_seconds, images_per_s=BATCH[mode] / step_seconds,
-               window_ms=[1e3 * w for w in windows], peak_rss_gb=peak_rss_gb(), python=platform.python_version(), **extra)
+    row = dict(
+        implementation=implementation,
+        version=version,
+        mode=mode,
+        setting=setting,
+        batch_size=BATCH[mode],
+        tokens=tokens(),
+        ms_per_step=1e3 * step_seconds,
+        images_per_s=BATCH[mode] / step_seconds,
+        window_ms=[1e3 * w for w in windows],
+        peak_rss_gb=peak_rss_gb(),
+        python=platform.python_version(),
+        **extra,
+    )
     print("RESULT " + json.dumps(row), flush=True)
 
 
 def parse_args(settings):
     """`runner.py MODE SETTING`; exits 2 with one line on anything else."""
     if len(sys.argv) != 3 or sys.argv[1] not in BATCH or sys.argv[2] not in settings:
-        print(f"usage: {os.path.basename(sys.argv[0])} {{{','.join(BATCH)}}} {{{','.join(settings)}}}", file=sys.stderr)
+        print(
+            f"usage: {os.path.basename(sys.argv[0])} {{{','.join(BATCH)}}} "
+            f"{{{','.join(settings)}}}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return sys.argv[1], sys.argv[2]

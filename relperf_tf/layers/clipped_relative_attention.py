@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from relperf_tf import settings
 from relperf_tf.layers.favor_attention import FavorAttention
 
 
@@ -54,12 +55,17 @@ def ring_sums(value, grid_shape, clipping_dist):
     grid = ops.pad(grid, ((0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)))
 
     def shift(x, rows, cols):  # y(r, c) = x(r + rows, c + cols), zero outside
-        x = ops.pad(x, ((0, 0), (0, 0), (max(-rows, 0), max(rows, 0)), (max(-cols, 0), max(cols, 0)), (0, 0)))
+        x = ops.pad(
+            x,
+            ((0, 0), (0, 0), (max(-rows, 0), max(rows, 0)), (max(-cols, 0), max(cols, 0)), (0, 0)),
+        )
         r0, c0 = max(rows, 0), max(cols, 0)
         return x[:, :, r0 : r0 + height + 2 * pad, c0 : c0 + width + 2 * pad]
 
     def on_grid(x):
-        x = ops.reshape(x[:, :, pad : pad + height, pad : pad + width], (batch, heads, height * width, dim))
+        x = ops.reshape(
+            x[:, :, pad : pad + height, pad : pad + width], (batch, heads, height * width, dim)
+        )
         if tokens > height * width:
             x = ops.pad(x, ((0, 0), (0, 0), (0, tokens - height * width), (0, 0)))
         return x
@@ -71,7 +77,12 @@ def ring_sums(value, grid_shape, clipping_dist):
     for distance in range(1, clipping_dist):
         # B_(d−1) shifted up and down covers B_d but (0, ±d) and (0, ±(d−1)),
         # and covers B_(d−2) twice.
-        following = shift(current, -1, 0) + shift(current, 1, 0) + row_pair(distance) + row_pair(distance - 1)
+        following = (
+            shift(current, -1, 0)
+            + shift(current, 1, 0)
+            + row_pair(distance)
+            + row_pair(distance - 1)
+        )
         if before is not None:
             following = following - before
         rings.append(on_grid(following - current))
@@ -97,7 +108,8 @@ class ClippedRelativeAttention(FavorAttention):
     Args:
         num_heads: int, even; the first half are content heads.
         grid_shape: (height, width) of the token grid (any H×W).
-        clipping_dist: int D >= 1, default 8.
+        clipping_dist: int, the clipping distance D >= 1: Manhattan distances
+            beyond D share one learned embedding (as do the class token's pairs).
         class_token: bool, whether one class token follows the grid tokens.
         **kwargs: FAVOR+ options of `FavorAttention` (content heads).
 
@@ -117,16 +129,26 @@ class ClippedRelativeAttention(FavorAttention):
 
     def __init__(self, num_heads, grid_shape, clipping_dist=8, class_token=True, **kwargs):
         super().__init__(num_heads, **kwargs)
-        if self.num_heads < 2 or self.num_heads % 2:
-            raise ValueError(
-                f"heads={num_heads} is not allowed for ClippedRelativePerformer; "
-                "use an even number >= 2 (half content, half relative heads)."
-            )
-        if int(clipping_dist) < 1:
-            raise ValueError(f"clipping_dist={clipping_dist} is not allowed; use an integer >= 1.")
+        self.check_heads_even(self.num_heads)
+        self.check_options(clipping_dist=clipping_dist)
         self.grid_shape = tuple(int(s) for s in grid_shape)
         self.clipping_dist = int(clipping_dist)
         self.class_token = bool(class_token)
+
+    @staticmethod
+    def check_heads_even(num_heads):
+        """Half the heads attend by content, half by relative position."""
+        if num_heads < 2 or num_heads % 2:
+            raise settings.InvalidSetting(
+                f"heads={num_heads} is not allowed for ClippedRelativePerformer; "
+                "use an even number >= 2 (half content, half relative heads).",
+                ["heads"],
+            )
+
+    @staticmethod
+    def check_options(**options):
+        if "clipping_dist" in options:
+            settings.check_int("clipping_dist", options["clipping_dist"], 1)
 
     def _key_heads(self):
         return self.num_heads // 2
@@ -152,17 +174,23 @@ class ClippedRelativeAttention(FavorAttention):
         self._tokens = float(tokens)
 
     def relative_heads(self, query, value, query_index=None):
-        """Clipped-relative attention. query `[b, h_r, n_q, d]`, value `[b, h_r, n, d]` → `[b, h_r, n_q, d]`.
+        """Clipped-relative attention. query `[b, h_r, n_q, d]`, value `[b, h_r, n, d]` → `[b, h_r,
+        n_q, d]`.
 
-        n_q = n, or 1 for the token `query_index` alone.
+        n_q = n, or 1 for the token `query_index` alone. Computed in float32
+        (scores, their exponentials and the normaliser), as the content heads' FAVOR+.
         """
-        scores = ops.einsum("bhnd,hrd->bhnr", query, self.relative_embeddings)
+        query, value = ops.cast(query, "float32"), ops.cast(value, "float32")
+        embeddings = ops.cast(self.relative_embeddings, "float32")
+        scores = ops.einsum("bhnd,hrd->bhnr", query, embeddings)
         scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
         scores = scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
         weights = ops.exp(scores)
         far = weights[..., -1]  # [b, h, n]
         near = weights[..., :-1] - far[..., None]  # [b, h, n, D]
-        counts = self._counts if query_index is None else np.take(self._counts, [query_index], axis=0)
+        counts = (
+            self._counts if query_index is None else np.take(self._counts, [query_index], axis=0)
+        )
         numerator = far[..., None] * ops.sum(value, axis=2, keepdims=True)
         denominator = far * self._tokens + ops.einsum("bhnr,nr->bhn", near, counts)
         if query_index is None:
@@ -185,7 +213,8 @@ class ClippedRelativeAttention(FavorAttention):
         return self._output(ops.concatenate([content, relative], axis=1))
 
     def pair_weights(self, inputs, positions=None):
-        """Unnormalised weights `[batch, heads, tokens, tokens]`: content heads, then relative heads.
+        """Unnormalised weights `[batch, heads, tokens, tokens]`: content heads, then relative
+        heads.
 
         Relative head weight exp(q_i·r_d(i,j)/√d), d(i, j) = min(|Δrow| + |Δcol|, D)
         (D for every pair with the class token). Quadratic: for inspection and tests.
@@ -203,7 +232,9 @@ class ClippedRelativeAttention(FavorAttention):
             distance = np.pad(distance, ((0, 1), (0, 1)), constant_values=self.clipping_dist)
         scores = ops.einsum("bhnd,hrd->bhnr", query[:, half:], self.relative_embeddings)
         scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
-        relative = ops.exp(ops.take_along_axis(scores, distance[None, None].astype("int32"), axis=-1))
+        relative = ops.exp(
+            ops.take_along_axis(scores, distance[None, None].astype("int32"), axis=-1)
+        )
         return ops.concatenate([content, relative], axis=1)
 
     def get_config(self):
@@ -214,3 +245,11 @@ class ClippedRelativeAttention(FavorAttention):
             class_token=self.class_token,
         )
         return config
+
+
+ClippedRelativeAttention.SETTINGS = settings.describe(
+    ClippedRelativeAttention,
+    ("clipping_dist",),
+    models={"clipping_dist": ("ClippedRelativePerformer",)},
+    search={"clipping_dist": settings.Int(2, 10)},
+)

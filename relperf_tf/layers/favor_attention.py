@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from relperf_tf.layers.favor_kernel import FAVOR_OPTIONS, FavorKernel
+from relperf_tf import settings
+from relperf_tf.layers.favor_kernel import FavorKernel, upgrade_legacy_options
 
 
 def split_heads(x, heads):
@@ -14,7 +15,7 @@ def split_heads(x, heads):
 
 
 def select_token(x, index):
-    """Token `index` (e.g. 0 or −1) of `[batch, tokens, ...]`, keeping the axis: `[batch, 1, ...]`."""
+    """Token `index` (0 or −1) of `[batch, tokens, ...]`, keeping the axis: `[batch, 1, ...]`."""
     return x[:, index:] if index == -1 else x[:, index : index + 1]
 
 
@@ -33,10 +34,15 @@ class FavorAttention(keras.layers.Layer):
     dim/heads]`; out = W_o · FAVOR+(q, k, v). Used by `Performer` (positions
     already added to x) and `NoposPerformer`; relative variants subclass it.
 
+    The FAVOR+ kernel (`FavorKernel`) computes in float32 whatever the
+    layer's dtype policy: under `mixed_bfloat16` the projections run in bf16,
+    the feature maps and the normaliser in float32.
+
     Args:
         num_heads: int, number of heads; must divide the input width.
-        nb_features, kernel, no_projection, feature_redraw_interval, scaling,
-        seed, eps, remat: see `FavorKernel`.
+        **favor_options: options of `FavorKernel` (`nb_features`,
+            `feature_map`, `feature_redraw_interval`, `scaling`, `seed`,
+            `eps`, `remat`); stored once, by the kernel.
 
     Call arguments:
         inputs: `[batch, tokens, dim]`.
@@ -53,42 +59,33 @@ class FavorAttention(keras.layers.Layer):
     (1, 9, 8)
     """
 
-    def __init__(
-        self,
-        num_heads,
-        nb_features=None,
-        kernel="softmax",
-        no_projection=False,
-        feature_redraw_interval=1000,
-        scaling="gaussian",
-        seed=0,
-        eps=1e-4,
-        remat=False,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if int(num_heads) < 1:
-            raise ValueError(f"num_heads={num_heads} is not allowed; use an integer >= 1.")
+    # Keras' own constructor arguments; every other keyword is a FAVOR+ option.
+    _LAYER_ARGUMENTS = ("name", "dtype", "trainable", "autocast")
+
+    def __init__(self, num_heads, **kwargs):
+        layer_kwargs = {k: kwargs.pop(k) for k in self._LAYER_ARGUMENTS if k in kwargs}
+        super().__init__(**layer_kwargs)
+        settings.check_int("num_heads", num_heads, 1)
         self.num_heads = int(num_heads)
-        self.nb_features = nb_features
-        self.kernel = kernel
-        self.no_projection = no_projection
-        self.feature_redraw_interval = feature_redraw_interval
-        self.scaling = scaling
-        self.seed = seed
-        self.eps = eps
-        self.remat = bool(remat)
-        self._favor = FavorKernel(
-            nb_features=nb_features,
-            kernel=kernel,
-            no_projection=no_projection,
-            feature_redraw_interval=feature_redraw_interval,
-            scaling=scaling,
-            seed=seed,
-            eps=eps,
-            remat=remat,
-            name="favor",
-        )
+        self._favor = FavorKernel(**kwargs, name="favor", dtype=self.dtype_policy.variable_dtype)
+
+    @property
+    def favor(self):
+        """The `FavorKernel` (float32 feature maps and normaliser)."""
+        return self._favor
+
+    @staticmethod
+    def check_heads(dim, num_heads):
+        """Heads split the token width evenly."""
+        if dim % num_heads:
+            raise settings.InvalidSetting(
+                f"dim={dim} is not divisible by heads={num_heads}; choose heads that divide dim.",
+                ["dim", "heads"],
+            )
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**upgrade_legacy_options(config))
 
     # Subclasses change these two to add positional features or drop key heads.
     def _extra_query_key_dim(self, positions_shape):
@@ -99,16 +96,13 @@ class FavorAttention(keras.layers.Layer):
 
     def _build_projections(self, inputs_shape, positions_shape=None):
         dim = int(inputs_shape[-1])
-        if dim % self.num_heads:
-            raise ValueError(
-                f"dim={dim} is not divisible by heads={self.num_heads}; "
-                "choose heads that divide dim."
-            )
+        self.check_heads(dim, self.num_heads)
         self.head_dim = dim // self.num_heads
-        self._query_dense = keras.layers.Dense(dim, name="query")
-        self._key_dense = keras.layers.Dense(self._key_heads() * self.head_dim, name="key")
-        self._value_dense = keras.layers.Dense(dim, name="value")
-        self._output_dense = keras.layers.Dense(dim, name="output")
+        dense = dict(dtype=self.dtype_policy)
+        self._query_dense = keras.layers.Dense(dim, name="query", **dense)
+        self._key_dense = keras.layers.Dense(self._key_heads() * self.head_dim, name="key", **dense)
+        self._value_dense = keras.layers.Dense(dim, name="value", **dense)
+        self._output_dense = keras.layers.Dense(dim, name="output", **dense)
         for layer in (self._query_dense, self._key_dense, self._value_dense, self._output_dense):
             layer.build(inputs_shape)
         width = self.head_dim + self._extra_query_key_dim(positions_shape)
@@ -118,7 +112,8 @@ class FavorAttention(keras.layers.Layer):
         self._build_projections(inputs_shape)
 
     def _project(self, inputs, query_index=None):
-        """Per-head q `[b, h, n, d]` (n = 1 with `query_index`), k `[b, h_k, n, d]`, v `[b, h, n, d]`."""
+        """Per-head q `[b, h, n, d]` (n = 1 with `query_index`), k `[b, h_k, n, d]`, v `[b, h, n,
+        d]`."""
         queries = inputs if query_index is None else select_token(inputs, query_index)
         query = split_heads(self._query_dense(queries), self.num_heads)
         key = split_heads(self._key_dense(inputs), self._key_heads())
@@ -138,7 +133,8 @@ class FavorAttention(keras.layers.Layer):
         return self._output(self._favor(query, key, value, training=training))
 
     def pair_weights(self, inputs, positions=None):
-        """Unnormalised weights A_ij `[batch, heads, tokens, tokens]` (see `FavorKernel.pair_weights`).
+        """Unnormalised weights A_ij `[batch, heads, tokens, tokens]` (see
+        `FavorKernel.pair_weights`).
 
         Quadratic in tokens: for inspecting and testing attention.
         """
@@ -148,10 +144,12 @@ class FavorAttention(keras.layers.Layer):
         return self._favor.pair_weights(query, key, logits)
 
     def compute_output_spec(self, inputs, *args, query_index=None, **kwargs):
-        shape = tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
+        shape = (
+            tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
+        )
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_heads=self.num_heads, **{name: getattr(self, name) for name in FAVOR_OPTIONS})
+        config.update(num_heads=self.num_heads, **self._favor.options())
         return config

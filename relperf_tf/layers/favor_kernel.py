@@ -6,16 +6,36 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from relperf_tf import settings
 from relperf_tf.layers import feature_maps, grid_attention
+from relperf_tf.layers.feature_maps import FEATURE_MAPS
 from relperf_tf.layers.random_features import (
     SCALINGS,
     default_nb_features,
     orthogonal_random_matrix,
 )
 
-KERNELS = ("softmax", "relu", "exact")
-# The constructor arguments every FAVOR+ layer stores and serialises.
-FAVOR_OPTIONS = ("nb_features", "kernel", "no_projection", "feature_redraw_interval", "scaling", "seed", "eps", "remat")
+# Every constructor option a FAVOR+ layer hands to its kernel and reports back.
+FAVOR_OPTIONS = (
+    "nb_features",
+    "feature_map",
+    "feature_redraw_interval",
+    "scaling",
+    "seed",
+    "eps",
+    "remat",
+)
+
+
+def upgrade_legacy_options(config):
+    """A config saved before `feature_map` (`kernel` + `no_projection`) → today's options."""
+    config = dict(config)
+    if "kernel" in config or "no_projection" in config:
+        kernel, no_projection = config.pop("kernel", "softmax"), config.pop("no_projection", False)
+        config.setdefault(
+            "feature_map", "efficient" if no_projection and kernel != "exact" else kernel
+        )
+    return config
 
 
 def _total_shape(shape):
@@ -36,14 +56,15 @@ class FavorKernel(keras.layers.Layer):
     inference and exported models always use the stored W.
 
     Args:
-        nb_features: int, m; default `int(d · ln d)` for query width d.
-        kernel: `"softmax"` (positive random features), `"relu"` (generalized
-            attention) or `"exact"` (quadratic softmax attention, the m → ∞
-            limit; for reference and tests).
-        no_projection: bool, use efficient attention (softmax of q over
-            features, k over tokens) instead of random features.
+        nb_features: int, random features m per head (None: int(d · ln d)
+            for query width d).
+        feature_map: str, the feature map φ (`FEATURE_MAPS`): `softmax` (positive random
+            features of the softmax kernel), `relu` (generalized attention),
+            `efficient` (no random features: softmax of q over features, of
+            k over tokens) or `exact` (quadratic softmax attention, the m → ∞
+            limit).
         feature_redraw_interval: int, redraw W every this many training
-            steps; 0 or None never redraws. Default 1000.
+            steps; 0 or None never redraws.
         scaling: `"gaussian"` or `"fixed"` row norms of W.
         seed: int, seed of the stateless draws.
         eps: float, ε of the softmax-kernel features. Default 1e-4.
@@ -75,9 +96,8 @@ class FavorKernel(keras.layers.Layer):
 
     def __init__(
         self,
-        nb_features=None,
-        kernel="softmax",
-        no_projection=False,
+        nb_features: int | None = None,
+        feature_map="softmax",
         feature_redraw_interval=1000,
         scaling="gaussian",
         seed=0,
@@ -86,29 +106,46 @@ class FavorKernel(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel={kernel!r} is not allowed; use one of {KERNELS}.")
-        if scaling not in SCALINGS:
-            raise ValueError(f"scaling={scaling!r} is not allowed; use one of {SCALINGS}.")
-        if nb_features is not None and int(nb_features) < 1:
-            raise ValueError(f"nb_features={nb_features} is not allowed; use an integer >= 1.")
-        if feature_redraw_interval is not None and int(feature_redraw_interval) < 0:
-            raise ValueError(
-                f"feature_redraw_interval={feature_redraw_interval} is not allowed; "
-                "use an integer >= 0 (0 never redraws)."
-            )
+        self.check_options(
+            nb_features=nb_features,
+            feature_map=feature_map,
+            feature_redraw_interval=feature_redraw_interval,
+        )
+        settings.check_choice("scaling", scaling, SCALINGS)
         self.nb_features = nb_features
-        self.kernel = kernel
-        self.no_projection = bool(no_projection)
+        self.feature_map = feature_map
         self.feature_redraw_interval = feature_redraw_interval
         self.scaling = scaling
         self.seed = int(seed)
         self.eps = float(eps)
         self.remat = bool(remat)
 
+    @staticmethod
+    def check_options(**options):
+        """Checks the `SETTINGS` among `options` (InvalidSetting naming the first bad one)."""
+        if "feature_map" in options:
+            settings.check_choice("feature_map", options["feature_map"], FEATURE_MAPS)
+        if "nb_features" in options:
+            settings.check_optional_int("nb_features", options["nb_features"], 1)
+        if options.get("feature_redraw_interval") is not None:
+            settings.check_int(
+                "feature_redraw_interval",
+                options["feature_redraw_interval"],
+                0,
+                " (0 never redraws)",
+            )
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**upgrade_legacy_options(config))
+
     @property
     def uses_projection(self):
-        return self.kernel != "exact" and not self.no_projection
+        return FEATURE_MAPS[self.feature_map].random_features
+
+    @property
+    def is_exact(self):
+        return FEATURE_MAPS[self.feature_map].features is None
 
     def build(self, query_shape, key_shape=None, value_shape=None):
         query_shape = _total_shape(query_shape)
@@ -117,7 +154,9 @@ class FavorKernel(keras.layers.Layer):
         self.resolved_nb_features = int(self.nb_features or default_nb_features(dim))
         if self.uses_projection:
             self.projection = self._replica_local_weight(
-                "projection", (self.resolved_nb_features, dim), self.variable_dtype,
+                "projection",
+                (self.resolved_nb_features, dim),
+                self.variable_dtype,
                 lambda shape, dtype=None: self.draw(0),
             )
             self.step = self._replica_local_weight("step", (), "int64", "zeros")
@@ -133,8 +172,13 @@ class FavorKernel(keras.layers.Layer):
         """
         with keras.name_scope(self.name, caller=self):
             return keras.Variable(
-                initializer, shape=shape, dtype=dtype, trainable=False,
-                aggregation="only_first_replica", synchronization="on_read", name=name,
+                initializer,
+                shape=shape,
+                dtype=dtype,
+                trainable=False,
+                aggregation="only_first_replica",
+                synchronization="on_read",
+                name=name,
             )
 
     def draw(self, draw_index):
@@ -160,13 +204,9 @@ class FavorKernel(keras.layers.Layer):
         self.step.assign_add(1)
         return projection
 
-    def feature_map(self, x, is_query, projection):
+    def features(self, x, is_query, projection, stabilize=True):
         """φ(x) for queries or keys, `[batch, heads, tokens, features]`."""
-        if self.no_projection:
-            return feature_maps.no_projection_features(x, is_query)
-        if self.kernel == "relu":
-            return feature_maps.relu_kernel_features(x, projection)
-        return feature_maps.softmax_kernel_features(x, projection, is_query, self.eps, normalize=False)
+        return FEATURE_MAPS[self.feature_map].features(x, is_query, projection, self.eps, stabilize)
 
     def _attend(self, num_query_blocks, num_key_blocks, num_logits, *tensors):
         """The stateless part of the call: features and linear attention.
@@ -178,26 +218,32 @@ class FavorKernel(keras.layers.Layer):
         key = list(tensors[num_query_blocks : num_query_blocks + num_key_blocks])
         value, *rest = tensors[num_query_blocks + num_key_blocks :]
         logits, projection = rest[:num_logits], rest[num_logits:]
-        if self.kernel == "exact":
+        if self.is_exact:
             bias = None
             if logits:
                 tokens = value.shape[2]
-                bias = grid_attention.grid_logits(*logits, grid_attention.has_class_token(tokens, *logits))
+                bias = grid_attention.grid_logits(
+                    *logits, grid_attention.has_class_token(tokens, *logits)
+                )
             return feature_maps.exact_attention(query, key, value, bias)
         projection = projection[0] if projection else None
-        query_features = self.feature_map(query, True, projection)
-        key_features = self.feature_map(key, False, projection)
+        query_features = self.features(query, True, projection)
+        key_features = self.features(key, False, projection)
         if logits:
-            return grid_attention.grid_linear_attention(query_features, key_features, value, *logits)
+            return grid_attention.grid_linear_attention(
+                query_features, key_features, value, *logits
+            )
         return feature_maps.linear_attention(query_features, key_features, value)
 
     def call(self, query, key, value, training=None, position_logits=None):
         query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
         logits = list(position_logits or [])
         if len(logits) not in (0, 2):
-            raise ValueError(f"position_logits has {len(logits)} tables; use (row_logits, col_logits).")
+            raise ValueError(
+                f"position_logits has {len(logits)} tables; use (row_logits, col_logits)."
+            )
         attend = functools.partial(self._attend, len(query), len(key), len(logits))
-        if self.remat and training and self.kernel != "exact":
+        if self.remat and training and not self.is_exact:
             attend = keras.remat(attend)
         tensors = query + key + [value] + logits
         if not self.uses_projection:
@@ -214,7 +260,7 @@ class FavorKernel(keras.layers.Layer):
         and testing attention, not for training.
         """
         query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
-        if self.kernel == "exact":
+        if self.is_exact:
             width = sum(block.shape[-1] for block in query)
             scores = ops.einsum(
                 "bhnd,bhkd->bhnk",
@@ -224,23 +270,38 @@ class FavorKernel(keras.layers.Layer):
             weights = ops.exp(scores / width**0.5)
         else:
             projection = ops.convert_to_tensor(self.projection) if self.uses_projection else None
-            if self.kernel == "softmax" and not self.no_projection:
-                query_features = feature_maps.softmax_kernel_features(query, projection, True, self.eps, stabilize=False)
-                key_features = feature_maps.softmax_kernel_features(key, projection, False, self.eps, stabilize=False)
-            else:
-                query_features = self.feature_map(query, True, projection)
-                key_features = self.feature_map(key, False, projection)
+            query_features = self.features(query, True, projection, stabilize=False)
+            key_features = self.features(key, False, projection, stabilize=False)
             weights = ops.einsum("bhnm,bhkm->bhnk", query_features, key_features)
         if position_logits:
             tokens = weights.shape[-1]
             class_token = grid_attention.has_class_token(tokens, *position_logits)
-            weights = weights * ops.exp(grid_attention.grid_logits(*position_logits, class_token))[None]
+            weights = (
+                weights * ops.exp(grid_attention.grid_logits(*position_logits, class_token))[None]
+            )
         return weights
 
-    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None, position_logits_shape=None):
+    def compute_output_shape(
+        self, query_shape, key_shape=None, value_shape=None, position_logits_shape=None
+    ):
         return tuple(_total_shape(query_shape)[:-1]) + (value_shape[-1],)
+
+    def options(self):
+        """The FAVOR+ options this kernel was made with (`FAVOR_OPTIONS`)."""
+        return {name: getattr(self, name) for name in FAVOR_OPTIONS}
 
     def get_config(self):
         config = super().get_config()
-        config.update({name: getattr(self, name) for name in FAVOR_OPTIONS})
+        config.update(self.options())
         return config
+
+
+FavorKernel.SETTINGS = settings.describe(
+    FavorKernel,
+    ("nb_features", "feature_map", "feature_redraw_interval"),
+    choices={"feature_map": tuple(FEATURE_MAPS)},
+    search={
+        "nb_features": settings.Choice((16, 32, 64, 128)),
+        "feature_redraw_interval": settings.Choice((0, 100, 1000)),
+    },
+)

@@ -1,4 +1,4 @@
-"""FAVOR+ feature maps φ and the linear attention they enable.
+"""FAVOR+ feature maps φ, the table that names them, and the linear attention they enable.
 
 All tensors are `[batch, heads, tokens, dim]`; a projection is `[features, dim]`.
 A query or key may also come as blocks `[x_1, x_2, …]` that stand for their
@@ -10,6 +10,9 @@ axes (shared positional features), so their projections are computed once.
 - no projection (efficient attention): softmax of q over features, of k over tokens.
 - linear attention: out = D⁻¹ φ(Q)(φ(K)ᵀV), D = diag(φ(Q) φ(K)ᵀ1); O(N·m·d).
 """
+
+import dataclasses
+import typing
 
 import tensorflow as tf
 from keras import ops
@@ -57,7 +60,10 @@ def project_blocks(x, projection, scale=1.0):
         projected = part if projected is None else projected + part
         start += width
     if start != projection.shape[1]:
-        raise ValueError(f"blocks of total width {start} do not match a projection of width {projection.shape[1]}.")
+        raise ValueError(
+            f"blocks of total width {start} do not match a projection of width "
+            f"{projection.shape[1]}."
+        )
     return projected
 
 
@@ -98,6 +104,39 @@ def relu_kernel_features(x, projection):
 def no_projection_features(x, is_query):
     """Efficient-attention features: softmax over features (q) or tokens (k)."""
     return ops.softmax(concatenate_blocks(x), axis=-1 if is_query else -2)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMap:
+    """One entry of `FEATURE_MAPS`.
+
+    Attributes:
+        random_features: whether φ needs a random projection W `[m, d]`.
+        features: `(x, is_query, projection, eps, stabilize) → [b, h, n, m]`,
+            or None for exact softmax attention (no features: quadratic).
+    """
+
+    random_features: bool
+    features: typing.Optional[typing.Callable]
+
+
+FEATURE_MAPS = {
+    "softmax": FeatureMap(
+        True,
+        lambda x, is_query, projection, eps, stabilize=True: softmax_kernel_features(
+            x, projection, is_query, eps, stabilize=stabilize, normalize=False
+        ),
+    ),
+    "relu": FeatureMap(
+        True,
+        lambda x, is_query, projection, eps, stabilize=True: relu_kernel_features(x, projection),
+    ),
+    "efficient": FeatureMap(
+        False,
+        lambda x, is_query, projection, eps, stabilize=True: no_projection_features(x, is_query),
+    ),
+    "exact": FeatureMap(False, None),
+}
 
 
 def linear_attention(query_features, key_features, value):

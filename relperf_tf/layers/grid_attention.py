@@ -103,7 +103,9 @@ def grid_linear_attention(query_features, key_features, value, row_logits, col_l
         mixed = mixed + class_key[:, :, None, :, :, None] * weight
     queries = columns_last(query_features[:, :, grid])  # [b, h, H, m, W]
     out = ops.sum(queries[:, :, :, :, None, :] * mixed, axis=3)  # [b, h, H, d+1, W]
-    out = ops.reshape(ops.transpose(out, (0, 1, 2, 4, 3)), (batch, heads, height * width, dim_v + 1))
+    out = ops.reshape(
+        ops.transpose(out, (0, 1, 2, 4, 3)), (batch, heads, height * width, dim_v + 1)
+    )
     if class_token:
         # The class token's query sees every token with factor 1: plain linear attention.
         context = ops.einsum("bhnm,bhnc->bhmc", key_features, value_and_ones)

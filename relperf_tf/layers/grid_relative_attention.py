@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from relperf_tf import settings
 from relperf_tf.layers.grid_attention import has_class_token
 from relperf_tf.layers.relative_attention import RelativeFavorAttention, rotate_pairs
 
@@ -52,20 +53,29 @@ class GridRelativeAttention(RelativeFavorAttention):
     """
 
     def __init__(self, num_heads, content_rel_attn=False, **kwargs):
-        if content_rel_attn:
-            raise ValueError(
+        self.check_options(content_rel_attn=content_rel_attn)
+        super().__init__(num_heads, content_rel_attn=False, **kwargs)
+
+    @staticmethod
+    def check_options(**options):
+        if options.get("content_rel_attn"):
+            raise settings.InvalidSetting(
                 "content_rel_attn=True is not allowed with position_kernel='exact' or 'circular' "
                 "(a per-query rotation has no exact grid factor); use position_kernel='favor' "
-                "or content_rel_attn=False."
+                "or content_rel_attn=False.",
+                ["content_rel_attn", "position_kernel"],
             )
-        super().__init__(num_heads, content_rel_attn=False, **kwargs)
 
     def _extra_query_key_dim(self, positions_shape):
         return 0  # FAVOR+ sees the content part only
 
     def build(self, inputs_shape, positions_shape):
         row_shape, col_shape = positions_shape
-        if tuple(row_shape[:2]) != (row_shape[0], row_shape[0]) or row_shape[-1] != col_shape[-1] or row_shape[-1] % 2:
+        if (
+            tuple(row_shape[:2]) != (row_shape[0], row_shape[0])
+            or row_shape[-1] != col_shape[-1]
+            or row_shape[-1] % 2
+        ):
             raise ValueError(
                 f"positions of shapes {tuple(row_shape)} and {tuple(col_shape)} are not allowed; "
                 "use offset encodings [H, H, 2S] and [W, W, 2S]."

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from relperf_tf import settings
+
 EMBEDDING_TYPES = ("linear", "MLP", "lookup")
 
 
@@ -16,7 +18,8 @@ class PixelEmbedding(keras.layers.Layer):
 
     Args:
         dim: int, token width.
-        embedding_type: one of `"linear"`, `"MLP"`, `"lookup"`.
+        embedding_type: how a pixel becomes a token: `linear`, `MLP` or
+            `lookup` (raw uint8 values; dim must be divisible by the channels).
 
     Call arguments:
         images: `[batch, H, W, C]`; float for linear/MLP, integer 0…255 for lookup.
@@ -31,33 +34,46 @@ class PixelEmbedding(keras.layers.Layer):
 
     def __init__(self, dim, embedding_type="linear", **kwargs):
         super().__init__(**kwargs)
-        if embedding_type not in EMBEDDING_TYPES:
-            raise ValueError(
-                f"embedding_type={embedding_type!r} is not allowed; use one of {EMBEDDING_TYPES}."
-            )
+        self.check_options(embedding_type=embedding_type)
         self.dim = int(dim)
         self.embedding_type = embedding_type
 
     def build(self, images_shape):
         channels = int(images_shape[-1])
         self.channels = channels
+        self.check_width(self.dim, channels, self.embedding_type)
+        dense = dict(dtype=self.dtype_policy)
         if self.embedding_type == "lookup":
-            if self.dim % channels:
-                raise ValueError(
-                    f"dim={self.dim} is not divisible by channels={channels}; "
-                    "the lookup embedding needs dim % channels == 0."
-                )
             # One table holds the C per-channel tables; channel c uses rows 256c…256c+255.
-            self._table = keras.layers.Embedding(256 * channels, self.dim // channels, name="table")
+            self._table = keras.layers.Embedding(
+                256 * channels, self.dim // channels, name="table", **dense
+            )
             self._table.build((None,))
         elif self.embedding_type == "MLP":
-            self._hidden = keras.layers.Dense(4 * self.dim, activation="relu", name="hidden")
-            self._out = keras.layers.Dense(self.dim, name="out")
+            self._hidden = keras.layers.Dense(
+                4 * self.dim, activation="relu", name="hidden", **dense
+            )
+            self._out = keras.layers.Dense(self.dim, name="out", **dense)
             self._hidden.build((None, channels))
             self._out.build((None, 4 * self.dim))
         else:
-            self._out = keras.layers.Dense(self.dim, name="out")
+            self._out = keras.layers.Dense(self.dim, name="out", **dense)
             self._out.build((None, channels))
+
+    @staticmethod
+    def check_options(**options):
+        if "embedding_type" in options:
+            settings.check_choice("embedding_type", options["embedding_type"], EMBEDDING_TYPES)
+
+    @staticmethod
+    def check_width(dim, channels, embedding_type):
+        """The lookup embedding splits dim evenly among the channels."""
+        if embedding_type == "lookup" and dim % channels:
+            raise settings.InvalidSetting(
+                f"dim={dim} is not divisible by channels={channels}; "
+                "the lookup embedding needs dim % channels == 0.",
+                ["dim"],
+            )
 
     def call(self, images):
         batch = ops.shape(images)[0]
@@ -81,3 +97,11 @@ class PixelEmbedding(keras.layers.Layer):
         config = super().get_config()
         config.update(dim=self.dim, embedding_type=self.embedding_type)
         return config
+
+
+PixelEmbedding.SETTINGS = settings.describe(
+    PixelEmbedding,
+    ("embedding_type",),
+    choices={"embedding_type": EMBEDDING_TYPES},
+    search={"embedding_type": settings.Choice(EMBEDDING_TYPES)},
+)

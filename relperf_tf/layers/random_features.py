@@ -37,9 +37,7 @@ def orthogonal_random_matrix(nb_rows, nb_columns, seed, scaling="gaussian"):
     block_seed, norm_seed = tf.unstack(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
     )
-    gaussian = tf.random.stateless_normal(
-        [nb_blocks, nb_columns, nb_columns], seed=block_seed
-    )
+    gaussian = tf.random.stateless_normal([nb_blocks, nb_columns, nb_columns], seed=block_seed)
     q, r = tf.linalg.qr(gaussian)  # columns orthonormal
     # LAPACK fixes the sign of diag(R), which biases Q's columns (the first one
     # always points into one half-space); flipping by sign(diag R) makes Q Haar.
@@ -47,9 +45,7 @@ def orthogonal_random_matrix(nb_rows, nb_columns, seed, scaling="gaussian"):
     rows = tf.reshape(tf.transpose(q, [0, 2, 1]), [nb_blocks * nb_columns, nb_columns])
     rows = rows[:nb_rows]
     if scaling == "gaussian":
-        norms = tf.norm(
-            tf.random.stateless_normal([nb_rows, nb_columns], seed=norm_seed), axis=1
-        )
+        norms = tf.norm(tf.random.stateless_normal([nb_rows, nb_columns], seed=norm_seed), axis=1)
     else:
         norms = tf.fill([nb_rows], math.sqrt(float(nb_columns)))
     return rows * norms[:, None]

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from relperf_tf import settings
 from relperf_tf.layers.favor_attention import FavorAttention, select_token
 
 
@@ -30,11 +31,12 @@ class RelativeFavorAttention(FavorAttention):
 
     Args:
         num_heads: int, number of heads.
-        content_rel_attn: bool, add the content-conditioned rotation.
+        content_rel_attn: bool, add the content-conditioned rotation: each
+            token also rotates the positional features by its own (α, β).
         alpha_initializer, beta_initializer: initializers of α and β
             `[heads, pairs]`; default N(0, 1) as in the paper (see
             `locality_prior` for a local start).
-        **kwargs: FAVOR+ options of `FavorAttention`.
+        **kwargs: FAVOR+ options of `FavorAttention` (`FavorKernel`).
 
     Call arguments:
         inputs: `[batch, tokens, dim]`.
@@ -54,13 +56,25 @@ class RelativeFavorAttention(FavorAttention):
     (1, 5, 8)
     """
 
-    def __init__(self, num_heads, content_rel_attn=False, alpha_initializer=None, beta_initializer=None, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        content_rel_attn=False,
+        alpha_initializer=None,
+        beta_initializer=None,
+        **kwargs,
+    ):
         super().__init__(num_heads, **kwargs)
         self.content_rel_attn = bool(content_rel_attn)
         # α, β ~ N(0, 1) as in the paper (Keras' "random_normal" has stddev 0.05).
         paper = keras.initializers.RandomNormal(0.0, 1.0)
         self.alpha_initializer = keras.initializers.get(alpha_initializer or paper)
         self.beta_initializer = keras.initializers.get(beta_initializer or paper)
+
+    @staticmethod
+    def check_options(**options):
+        if "content_rel_attn" in options:
+            settings.check_choice("content_rel_attn", options["content_rel_attn"], (False, True))
 
     def _extra_query_key_dim(self, positions_shape):
         width = int(positions_shape[-1])
@@ -82,7 +96,9 @@ class RelativeFavorAttention(FavorAttention):
         self.beta = self.add_weight(name="beta", shape=shape, initializer=self.beta_initializer)
         if self.content_rel_attn:
             self._content_rotation = keras.layers.Dense(
-                self.num_heads * self.num_pairs * 2, name="content_rotation"
+                self.num_heads * self.num_pairs * 2,
+                name="content_rotation",
+                dtype=self.dtype_policy,
             )
             self._content_rotation.build(inputs_shape)
 
@@ -109,7 +125,9 @@ class RelativeFavorAttention(FavorAttention):
         query_positions = positions if query_index is None else select_token(positions, query_index)
         query_inputs = inputs if query_index is None else select_token(inputs, query_index)
         query_pairs = as_pairs(query_positions)
-        static = rotate_pairs(query_pairs, self.alpha[None, :, None, :], self.beta[None, :, None, :])
+        static = rotate_pairs(
+            query_pairs, self.alpha[None, :, None, :], self.beta[None, :, None, :]
+        )
         query_parts = [as_heads(static, self.num_heads)]
         if self.content_rel_attn:
             batch, tokens = ops.shape(query_inputs)[0], ops.shape(query_inputs)[1]
@@ -140,3 +158,11 @@ class RelativeFavorAttention(FavorAttention):
             beta_initializer=keras.initializers.serialize(self.beta_initializer),
         )
         return config
+
+
+RelativeFavorAttention.SETTINGS = settings.describe(
+    RelativeFavorAttention,
+    ("content_rel_attn",),
+    models={"content_rel_attn": ("RelativePerformer",)},
+    search={"content_rel_attn": settings.Boolean()},
+)

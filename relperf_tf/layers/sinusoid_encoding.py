@@ -1,7 +1,6 @@
-"""Learnable sinusoid position encoding (arXiv:2102.07680, DESIGN §2)."""
+"""Learnable sinusoid position encoding e(p) = [sin ω_s p, cos ω_s p]_s (arXiv:2102.07680)."""
 
 import keras
-import numpy as np
 from keras import ops
 
 from relperf_tf.layers.locality_prior import initial_frequencies

@@ -2,6 +2,7 @@
 
 import keras
 
+from relperf_tf import settings
 from relperf_tf.layers.favor_attention import select_token
 
 
@@ -14,9 +15,9 @@ class TransformerBlock(keras.layers.Layer):
 
     Args:
         attention: a self-attention layer (`FavorAttention` or a subclass).
-        attn_dropout: float in [0, 1), dropout on the attention output.
-        ff_dropout: float in [0, 1), dropout inside the feed-forward.
-        ff_multiplier: int, hidden width of FF over dim. Default 4.
+        attn_dropout: float, dropout rate in [0, 1) on the attention output.
+        ff_dropout: float, dropout rate in [0, 1) inside the feed-forward.
+        ff_multiplier: int, hidden width of the feed-forward over dim.
         remat: bool, recompute the feed-forward activations (`[batch, tokens,
             ff_multiplier·dim]`) in the backward pass instead of keeping them.
             With ff_dropout > 0 only LN → Dense+GELU is recomputed (a
@@ -35,33 +36,48 @@ class TransformerBlock(keras.layers.Layer):
         `[batch, tokens, dim]` (`[batch, 1, dim]` with `query_index`).
     """
 
-    def __init__(self, attention, attn_dropout=0.1, ff_dropout=0.1, ff_multiplier=4, remat=False, **kwargs):
+    def __init__(
+        self, attention, attn_dropout=0.1, ff_dropout=0.1, ff_multiplier=4, remat=False, **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(attention, dict):
             attention = keras.saving.deserialize_keras_object(attention)
-        for name, value in (("attn_dropout", attn_dropout), ("ff_dropout", ff_dropout)):
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"{name}={value} is not allowed; use a float in [0, 1).")
+        self.check_options(
+            attn_dropout=attn_dropout, ff_dropout=ff_dropout, ff_multiplier=ff_multiplier
+        )
         self.attention = attention
         self.attn_dropout = float(attn_dropout)
         self.ff_dropout = float(ff_dropout)
         self.ff_multiplier = int(ff_multiplier)
         self.remat = bool(remat)
 
+    @staticmethod
+    def check_options(**options):
+        for name in ("attn_dropout", "ff_dropout"):
+            if name in options:
+                settings.check_number(name, options[name], 0.0, 1.0)
+        if "ff_multiplier" in options:
+            settings.check_int("ff_multiplier", options["ff_multiplier"], 1)
+
     def build(self, inputs_shape, positions_shape=None):
         dim = int(inputs_shape[-1])
-        self._attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="attention_norm")
-        self._attention_dropout = keras.layers.Dropout(self.attn_dropout)
-        self._ff_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="ff_norm")
-        self._ff_hidden = keras.layers.Dense(
-            self.ff_multiplier * dim, activation="gelu", name="ff_hidden"
+        policy = dict(dtype=self.dtype_policy)
+        self._attention_norm = keras.layers.LayerNormalization(
+            epsilon=1e-5, name="attention_norm", **policy
         )
-        self._ff_dropout = keras.layers.Dropout(self.ff_dropout)
-        self._ff_output = keras.layers.Dense(dim, name="ff_output")
+        self._attention_dropout = keras.layers.Dropout(self.attn_dropout, **policy)
+        self._ff_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="ff_norm", **policy)
+        self._ff_hidden = keras.layers.Dense(
+            self.ff_multiplier * dim, activation="gelu", name="ff_hidden", **policy
+        )
+        self._ff_dropout = keras.layers.Dropout(self.ff_dropout, **policy)
+        self._ff_output = keras.layers.Dense(dim, name="ff_output", **policy)
         self._attention_norm.build(inputs_shape)
         self._ff_norm.build(inputs_shape)
         self._ff_hidden.build(inputs_shape)
         self._ff_output.build(tuple(inputs_shape[:-1]) + (self.ff_multiplier * dim,))
+        if self.attention.built:  # e.g. a reloaded file built it from its own config
+            return
         if positions_shape is None:
             self.attention.build(inputs_shape)
         else:
@@ -92,7 +108,9 @@ class TransformerBlock(keras.layers.Layer):
         return self._ff_output(self._ff_dropout(hidden, training=training))
 
     def compute_output_spec(self, inputs, positions=None, training=None, query_index=None):
-        shape = tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
+        shape = (
+            tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
+        )
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def get_config(self):
@@ -105,3 +123,13 @@ class TransformerBlock(keras.layers.Layer):
             remat=self.remat,
         )
         return config
+
+
+TransformerBlock.SETTINGS = settings.describe(
+    TransformerBlock,
+    ("attn_dropout", "ff_dropout", "ff_multiplier"),
+    search=dict(
+        {name: settings.Float(0.0, 0.3, step=0.1) for name in ("attn_dropout", "ff_dropout")},
+        ff_multiplier=settings.Choice((2, 4)),
+    ),
+)

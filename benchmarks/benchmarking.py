@@ -13,12 +13,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.softmax_baseline import SoftmaxAttentionClassifier
 from relperf_tf import training
 from relperf_tf.layers import feature_maps
 from relperf_tf.layers.random_features import default_nb_features, orthogonal_random_matrix
-from relperf_tf.models import SoftmaxAttentionClassifier
 
-BENCH_MODELS = ("Performer", "NoposPerformer", "RelativePerformer", "ClippedRelativePerformer", "exact")
+BENCH_MODELS = (
+    "Performer",
+    "NoposPerformer",
+    "RelativePerformer",
+    "ClippedRelativePerformer",
+    "exact",
+)
 
 
 # CPU flags that decide which kernels exist: AVX-512, native bf16 dot products, AMX tiles.
@@ -26,7 +32,8 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 def cpu_info(path="/proc/cpuinfo"):
-    """Model name, family/model numbers, the flags of `CPU_FLAGS` it has, and whether bf16 matmuls are native."""
+    """Model name, family/model numbers, the flags of `CPU_FLAGS` it has, and whether bf16 matmuls
+    are native."""
     import os
 
     fields = {}
@@ -39,19 +46,26 @@ def cpu_info(path="/proc/cpuinfo"):
         pass
     flags = set(fields.get("flags", "").split())
     return dict(
-        model_name=fields.get("model name", "unknown"), vendor=fields.get("vendor_id", "unknown"),
-        family=fields.get("cpu family", "?"), model=fields.get("model", "?"), cores=os.cpu_count(),
-        flags=[f for f in CPU_FLAGS if f in flags], native_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}),
+        model_name=fields.get("model name", "unknown"),
+        vendor=fields.get("vendor_id", "unknown"),
+        family=fields.get("cpu family", "?"),
+        model=fields.get("model", "?"),
+        cores=os.cpu_count(),
+        flags=[f for f in CPU_FLAGS if f in flags],
+        native_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}),
     )
 
 
 def cpu_label(info=None):
     """One line naming the CPU a row was measured on, e.g. 'AMD EPYC (family 25 model 1; avx2)'."""
     info = info or cpu_info()
-    return f"{info['model_name']} (family {info['family']} model {info['model']}; {', '.join(info['flags']) or 'no ' + '/'.join(CPU_FLAGS)})"
+    flags = ", ".join(info["flags"]) or "no " + "/".join(CPU_FLAGS)
+    return f"{info['model_name']} (family {info['family']} model {info['model']}; {flags})"
 
 
-def resolved_nb_features(model_name, dim, heads, nb_features=None, pos_scales=4, position_kernel="favor"):
+def resolved_nb_features(
+    model_name, dim, heads, nb_features=None, pos_scales=4, position_kernel="favor"
+):
     """The m a model uses: `nb_features`, or its default int(d·ln d) of the query width d.
 
     RelativePerformer's queries are wider than the content heads (dim/heads +
@@ -63,7 +77,18 @@ def resolved_nb_features(model_name, dim, heads, nb_features=None, pos_scales=4,
     return int(nb_features or default_nb_features(qk_dim))
 
 
-def forward_flops(model_name, image_size, dim, depth, heads, nb_features=None, pos_scales=4, clipping_dist=8, channels=1, position_kernel="favor"):
+def forward_flops(
+    model_name,
+    image_size,
+    dim,
+    depth,
+    heads,
+    nb_features=None,
+    pos_scales=4,
+    clipping_dist=8,
+    channels=1,
+    position_kernel="favor",
+):
     """Analytic multiply-add FLOPs (×2) of one image's forward pass.
 
     The last block computes the class token's output only (its query against
@@ -174,29 +199,53 @@ def gemm_seconds(shape, dtype="float32", jit_compile=False, repeats=5):
 
 
 def gemm_floor(gemms, repeats=5):
-    """Seconds a step's products alone take here: fp32 (the faster of XLA and plain TF) and bf16 (plain TF, oneDNN).
+    """Seconds a step's products alone take here: fp32 (the faster of XLA and plain TF) and bf16
+    (plain TF, oneDNN).
 
     A step of the full model cannot be faster than its fp32 floor with these
     kernels; the bf16 floor is what mixed precision could at most reach.
     """
-    fp32 = sum(count * min(gemm_seconds(shape, "float32", jit, repeats) for jit in (False, True)) for shape, count in gemms.items())
-    bf16 = sum(count * gemm_seconds(shape, "bfloat16", False, repeats) for shape, count in gemms.items())
-    return dict(fp32=fp32, bf16=bf16, gflop=sum(2 * b * r * i * c * n for (b, r, i, c), n in gemms.items()) / 1e9)
+    fp32 = sum(
+        count * min(gemm_seconds(shape, "float32", jit, repeats) for jit in (False, True))
+        for shape, count in gemms.items()
+    )
+    bf16 = sum(
+        count * gemm_seconds(shape, "bfloat16", False, repeats) for shape, count in gemms.items()
+    )
+    return dict(
+        fp32=fp32,
+        bf16=bf16,
+        gflop=sum(2 * b * r * i * c * n for (b, r, i, c), n in gemms.items()) / 1e9,
+    )
 
 
 def matmul_peak_gflops(size=4096, repeats=5):
-    """fp32 matmul throughput measured through TensorFlow in this process (the fastest of `repeats` calls)."""
+    """fp32 matmul throughput measured through TensorFlow in this process (the fastest of `repeats`
+    calls)."""
     return 2 * size**3 / gemm_seconds((1, size, size, size), "float32", False, repeats) / 1e9
 
 
 def build(model_name, image_size, batch_size, jit_compile, **hparams):
     """The compiled model of one configuration; `exact` is `SoftmaxAttentionClassifier`."""
     name = "Performer" if model_name == "exact" else model_name
-    config = training.resolve_config(name, "fashion_mnist", batch_size=batch_size, jit_compile=jit_compile, attn_dropout=0.0, ff_dropout=0.0, seed=0, **hparams)
+    config = training.resolve_config(
+        name,
+        "fashion_mnist",
+        batch_size=batch_size,
+        jit_compile=jit_compile,
+        attn_dropout=0.0,
+        ff_dropout=0.0,
+        seed=0,
+        **hparams,
+    )
     image_shape = (image_size, image_size, 1)
     if model_name != "exact":
-        return training.build_compiled_model(config, tf.distribute.get_strategy(), image_shape=image_shape)
-    model = SoftmaxAttentionClassifier(image_shape, num_classes=10, name="exact", **config.model_hparams())
+        return training.build_compiled_model(
+            config, tf.distribute.get_strategy(), image_shape=image_shape
+        )
+    model = SoftmaxAttentionClassifier(
+        image_shape, num_classes=10, name="exact", **config.model_hparams()
+    )
     model.build((None,) + image_shape)
     training.compile_model(model, config)
     return model
@@ -238,7 +287,17 @@ def manual_train_step(model, jit_compile):
     return step
 
 
-def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5, window_steps=3, warmup=2, **hparams):
+def time_config(
+    model_name,
+    mode,
+    image_size,
+    batch_size,
+    jit_compile,
+    repeats=5,
+    window_steps=3,
+    warmup=2,
+    **hparams,
+):
     """One configuration's measurements (run it in a fresh process).
 
     Training: after `warmup` steps of both, windows of `fit` (timed per batch
@@ -252,17 +311,36 @@ def time_config(model_name, mode, image_size, batch_size, jit_compile, repeats=5
     """
     if mode == "serve":
         if jit_compile or image_size != serving_image_size():
-            raise ValueError(f"serve rows run the exported {SERVING_DATASET} signature: image_size={serving_image_size()}, jit_compile=False.")
+            raise ValueError(
+                f"serve rows run the exported {SERVING_DATASET} signature: "
+                f"image_size={serving_image_size()}, jit_compile=False."
+            )
         step, times, extra = time_serving(model_name, batch_size, repeats, window_steps, **hparams)
     else:
-        step, times, extra = _time_model(model_name, mode, image_size, batch_size, jit_compile, repeats, window_steps, warmup, **hparams)
-    return _measurements(model_name, mode, image_size, batch_size, jit_compile, step, times, hparams, extra, repeats)
+        step, times, extra = _time_model(
+            model_name,
+            mode,
+            image_size,
+            batch_size,
+            jit_compile,
+            repeats,
+            window_steps,
+            warmup,
+            **hparams,
+        )
+    return _measurements(
+        model_name, mode, image_size, batch_size, jit_compile, step, times, hparams, extra, repeats
+    )
 
 
-def _time_model(model_name, mode, image_size, batch_size, jit_compile, repeats, window_steps, warmup, **hparams):
+def _time_model(
+    model_name, mode, image_size, batch_size, jit_compile, repeats, window_steps, warmup, **hparams
+):
     """Median seconds per step, the windows, and extra fields of a train or infer row."""
     model = build(model_name, image_size, batch_size, jit_compile, **hparams)
-    images = np.random.default_rng(0).random((batch_size, image_size, image_size, 1)).astype("float32")
+    images = (
+        np.random.default_rng(0).random((batch_size, image_size, image_size, 1)).astype("float32")
+    )
     labels = np.arange(batch_size) % 10
     extra = {}
     if mode == "train":
@@ -286,7 +364,9 @@ def _time_model(model_name, mode, image_size, batch_size, jit_compile, repeats, 
         times, manual_times = [], []
         for _ in range(repeats):
             times.append(_window_seconds_per_step(fit_window(window_steps + 1), window_steps))
-            manual_times.append(_window_seconds_per_step(manual_window(window_steps + 1), window_steps))
+            manual_times.append(
+                _window_seconds_per_step(manual_window(window_steps + 1), window_steps)
+            )
         step, manual_step = statistics.median(times), statistics.median(manual_times)
         extra = dict(manual_ms_per_step=1e3 * manual_step, fit_overhead=step / manual_step - 1)
     else:
@@ -303,26 +383,56 @@ def _time_model(model_name, mode, image_size, batch_size, jit_compile, repeats, 
     return step, times, extra
 
 
-def _measurements(model_name, mode, image_size, batch_size, jit_compile, step, times, hparams, extra, repeats):
-    """A result row: the timing, FLOP rate against this process's matmul peak, memory, and (content-only models) the GEMM floor."""
+def _measurements(
+    model_name, mode, image_size, batch_size, jit_compile, step, times, hparams, extra, repeats
+):
+    """A result row: the timing, FLOP rate against this process's matmul peak, memory, and
+    (content-only models) the GEMM floor."""
     # Read before the peak and floor measurements allocate their operands.
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     dim, depth, heads = hparams.get("dim", 128), hparams.get("depth", 4), hparams.get("heads", 4)
     position_kernel = hparams.get("position_kernel", "favor")
-    flops = forward_flops(model_name, image_size, dim, depth, heads, hparams.get("nb_features"), position_kernel=position_kernel)
+    flops = forward_flops(
+        model_name,
+        image_size,
+        dim,
+        depth,
+        heads,
+        hparams.get("nb_features"),
+        position_kernel=position_kernel,
+    )
     flops_per_step = flops * batch_size * (3 if mode == "train" else 1)
     peak = matmul_peak_gflops()
     if model_name in FLOOR_MODELS and mode != "serve":
         m = resolved_nb_features(model_name, dim, heads, hparams.get("nb_features"))
         floor = gemm_floor(step_gemms(mode, image_size, batch_size, dim, depth, heads, m), repeats)
-        extra.update(gemm_floor_ms=1e3 * floor["fp32"], gemm_floor_bf16_ms=1e3 * floor["bf16"], gemm_gflop=floor["gflop"])
+        extra.update(
+            gemm_floor_ms=1e3 * floor["fp32"],
+            gemm_floor_bf16_ms=1e3 * floor["bf16"],
+            gemm_gflop=floor["gflop"],
+        )
     achieved = flops_per_step / step / 1e9
     return dict(
-        model=model_name, mode=mode, image_size=image_size, tokens=image_size**2 + 1, batch_size=batch_size, jit_compile=jit_compile,
-        nb_features=None if model_name == "exact" else resolved_nb_features(model_name, dim, heads, hparams.get("nb_features"), position_kernel=position_kernel),
-        ms_per_step=1e3 * step, images_per_s=batch_size / step, gflops_per_s=achieved, matmul_peak_gflops=peak,
-        fraction_of_peak=achieved / peak, peak_rss_gb=peak_rss_gb, cpu=cpu_label(),
-        step_times_ms=[1e3 * t for t in times], **extra,
+        model=model_name,
+        mode=mode,
+        image_size=image_size,
+        tokens=image_size**2 + 1,
+        batch_size=batch_size,
+        jit_compile=jit_compile,
+        nb_features=None
+        if model_name == "exact"
+        else resolved_nb_features(
+            model_name, dim, heads, hparams.get("nb_features"), position_kernel=position_kernel
+        ),
+        ms_per_step=1e3 * step,
+        images_per_s=batch_size / step,
+        gflops_per_s=achieved,
+        matmul_peak_gflops=peak,
+        fraction_of_peak=achieved / peak,
+        peak_rss_gb=peak_rss_gb,
+        cpu=cpu_label(),
+        step_times_ms=[1e3 * t for t in times],
+        **extra,
     )
 
 
@@ -339,7 +449,8 @@ def serving_image_size():
 
 
 def time_serving(model_name, batch_size, repeats=5, window_steps=3, latency_calls=200, **hparams):
-    """The exported SavedModel's `serving_default` (what TF Serving runs), loaded back in this process.
+    """The exported SavedModel's `serving_default` (what TF Serving runs), loaded back in this
+    process.
 
     Batch 1: `latency_calls` single-image calls after a warm-up, each timed →
     p50 and p99 latency. Batch `batch_size`: the median of `repeats` windows
@@ -355,7 +466,9 @@ def time_serving(model_name, batch_size, repeats=5, window_steps=3, latency_call
     model = build(model_name, spec.image_shape[0], batch_size, False, **hparams)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
-        version = export.export_saved_model(model, SERVING_DATASET, model.embedding.embedding_type, folder)
+        version = export.export_saved_model(
+            model, SERVING_DATASET, model.embedding.embedding_type, folder
+        )
         serve = tf.saved_model.load(version).signatures["serving_default"]
         one = tf.constant(rng.integers(0, 256, (1,) + spec.native_shape, dtype=np.uint8))
         many = tf.constant(rng.integers(0, 256, (batch_size,) + spec.native_shape, dtype=np.uint8))
@@ -375,7 +488,15 @@ def time_serving(model_name, batch_size, repeats=5, window_steps=3, latency_call
             out.numpy()
             times.append((time.perf_counter() - start) / window_steps)
     p50, p99 = np.percentile(latencies, [50, 99])
-    return statistics.median(times), times, dict(latency_p50_ms=1e3 * float(p50), latency_p99_ms=1e3 * float(p99), latency_calls=latency_calls)
+    return (
+        statistics.median(times),
+        times,
+        dict(
+            latency_p50_ms=1e3 * float(p50),
+            latency_p99_ms=1e3 * float(p99),
+            latency_calls=latency_calls,
+        ),
+    )
 
 
 def approximation_errors(query, key, value, features=(16, 32, 64, 128, 256, 512), draws=5):
@@ -387,10 +508,16 @@ def approximation_errors(query, key, value, features=(16, 32, 64, 128, 256, 512)
         for draw in range(draws):
             w = orthogonal_random_matrix(m, query.shape[-1], tf.constant([draw, m], tf.int64))
             out = feature_maps.linear_attention(
-                feature_maps.softmax_kernel_features(query, w, True), feature_maps.softmax_kernel_features(key, w, False), value
+                feature_maps.softmax_kernel_features(query, w, True),
+                feature_maps.softmax_kernel_features(key, w, False),
+                value,
             )
             errors.append(float(np.linalg.norm(np.array(out) - exact) / np.linalg.norm(exact)))
-        rows.append(dict(nb_features=m, relative_error=statistics.mean(errors), std=statistics.pstdev(errors)))
+        rows.append(
+            dict(
+                nb_features=m, relative_error=statistics.mean(errors), std=statistics.pstdev(errors)
+            )
+        )
     return rows
 
 
@@ -403,12 +530,15 @@ def fashion_mnist_activations(data_dir=None, images=8):
     raw, _ = data_lib.raw_test_images("fashion_mnist", data_dir)
     x = data_lib.preprocess(raw[:images], "fashion_mnist", "linear")
     model = build_model("Performer", image_shape=(32, 32, 1), num_classes=10, seed=0)
-    tokens = model.embedding(x) + model.positions(model._coordinates)[None]
-    tokens = model.class_token(tokens)
+    # The first block's input, read through the functional graph.
+    tokens = keras.Model(model.inputs, model.class_token.output)(x)
     block = model.blocks[0]
     hidden = block._attention_norm(tokens)
     attention = block.attention
-    return tuple(np.array(split_heads(dense(hidden), attention.num_heads)) for dense in (attention._query_dense, attention._key_dense, attention._value_dense))
+    return tuple(
+        np.array(split_heads(dense(hidden), attention.num_heads))
+        for dense in (attention._query_dense, attention._key_dense, attention._value_dense)
+    )
 
 
 def main_child(spec_json):

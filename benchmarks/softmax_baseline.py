@@ -1,11 +1,18 @@
-"""Exact softmax self-attention through `keras.layers.MultiHeadAttention`."""
+"""The quadratic baseline of the benchmarks: exact softmax attention in the Performer.
+
+`SoftmaxSelfAttention` is `keras.layers.MultiHeadAttention` with the FAVOR+
+layers' call signature; `SoftmaxAttentionClassifier` is `Performer` with it
+in every block (same embedding, positions, blocks and head). Benchmark code,
+not part of the installed package.
+"""
 
 import keras
 
 from relperf_tf.layers.favor_attention import select_token
+from relperf_tf.models import PerformerClassifier
 
 
-@keras.saving.register_keras_serializable(package="relperf_tf")
+@keras.saving.register_keras_serializable(package="relperf_benchmarks")
 class SoftmaxSelfAttention(keras.layers.MultiHeadAttention):
     """Quadratic softmax self-attention with the FAVOR+ layers' call signature.
 
@@ -44,5 +51,22 @@ class SoftmaxSelfAttention(keras.layers.MultiHeadAttention):
         return tuple(inputs_shape)
 
     def compute_output_spec(self, inputs, training=None, query_index=None):
-        shape = tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
+        shape = (
+            tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
+        )
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="relperf_benchmarks")
+class SoftmaxAttentionClassifier(PerformerClassifier):
+    """`Performer` whose attention is `keras.layers.MultiHeadAttention` (exact softmax).
+
+    Same embedding, absolute positions, blocks and head; only the attention
+    layer differs, so benchmarks compare FAVOR+ with quadratic attention in
+    the same architecture. FAVOR+ options are accepted and ignored.
+    """
+
+    def _attention(self, index):
+        return SoftmaxSelfAttention(
+            self.heads, self.dim // self.heads, name="attention", **self._sublayer
+        )

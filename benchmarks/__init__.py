@@ -1,0 +1,1 @@
+"""Benchmark research of relperf_tf (not installed): timing, FLOP counts, the peers harness."""

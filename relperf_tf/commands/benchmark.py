@@ -1,0 +1,244 @@
+"""Speed, memory and approximation benchmarks; renders docs/benchmarks.md.
+
+python scripts/benchmark.py --models=Performer,exact --image_sizes=32 --modes=train,infer
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from absl import flags
+
+from relperf_tf import cli
+
+# Benchmark research lives next to the package in a source checkout (not installed).
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+if not os.path.isfile(os.path.join(REPO, "benchmarks", "benchmarking.py")):
+    cli.fail(
+        "relperf-benchmark needs a source checkout of relperf_tf (benchmarks/ next to the "
+        f"package); {REPO} has none."
+    )
+sys.path.insert(0, REPO)
+from benchmarks import benchmarking  # noqa: E402
+from relperf_tf.models import POSITION_KERNELS, display_name  # noqa: E402
+
+flags.DEFINE_list(
+    "models", list(benchmarking.BENCH_MODELS), f"Any of {','.join(benchmarking.BENCH_MODELS)}."
+)
+flags.DEFINE_list(
+    "image_sizes", ["32"], "Image sizes to sweep (tokens = size² + 1), e.g. 16,32,64,128."
+)
+flags.DEFINE_list(
+    "modes",
+    ["train", "infer"],
+    "Any of train (forward+backward+Adam), infer (the model's forward) and serve (the exported "
+    "SavedModel's serving_default: batch-1 p50/p99 latency and batch throughput; 32 px only, "
+    "never XLA).",
+)
+flags.DEFINE_string(
+    "preset",
+    "reference",
+    "Model size preset {reference,paper,tiny}; --dim/--depth/--heads override.",
+)
+flags.DEFINE_integer("dim", None, "Token width.")
+flags.DEFINE_integer("depth", None, "Blocks.")
+flags.DEFINE_integer("heads", None, "Heads.")
+flags.DEFINE_integer(
+    "nb_features",
+    None,
+    "Random features m of every FAVOR+ model (default: each model's int(d·ln d) of its query "
+    "width d; the issue's reference config uses 110).",
+)
+flags.DEFINE_integer(
+    "batch_size", None, "Batch size (default: 16 train, 128 infer and serve; 4 at >= 128 px)."
+)
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the steps.")
+flags.DEFINE_string(
+    "position_kernel",
+    "favor",
+    "RelativePerformer's positional logits {favor,exact,circular} (rows are labelled with it).",
+)
+flags.DEFINE_boolean(
+    "remat", False, "Recompute activations in the backward pass (the models' remat option)."
+)
+flags.DEFINE_integer("window_steps", 3, "Steps per timed window.")
+flags.DEFINE_integer("repeats", 5, "Timed windows (median reported).")
+flags.DEFINE_integer("timeout", 900, "Seconds allowed per configuration.")
+flags.DEFINE_boolean("approximation", True, "Also measure FAVOR+ error vs exact attention.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory for the real activations.")
+flags.DEFINE_string(
+    "output",
+    os.path.join(REPO, "docs", "benchmarks.json"),
+    "Results JSON (merged with earlier results).",
+)
+flags.DEFINE_string(
+    "report", os.path.join(REPO, "docs", "benchmarks.md"), "Markdown report to render."
+)
+flags.DEFINE_string("child", None, "internal: run one configuration and print its result")
+FLAGS = flags.FLAGS
+MODES = ("train", "infer", "serve")
+
+
+def run_child(spec):
+    command = [sys.executable, "-m", "relperf_tf.commands.benchmark", f"--child={json.dumps(spec)}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=FLAGS.timeout)
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    return dict(spec, error=tail[:300])
+
+
+def _row_key(r):
+    """What makes two result rows the same configuration (a rerun replaces the old row)."""
+    return tuple(
+        r.get(k)
+        for k in (
+            "model",
+            "mode",
+            "image_size",
+            "batch_size",
+            "jit_compile",
+            "dim",
+            "depth",
+            "heads",
+            "nb_features",
+        )
+    ) + (r.get("remat", False),)
+
+
+def main(argv):
+    if FLAGS.child:
+        benchmarking.main_child(FLAGS.child)
+        return
+    from benchmarks import report
+    from relperf_tf import training
+
+    for model in FLAGS.models:
+        if model not in benchmarking.BENCH_MODELS:
+            cli.fail(
+                f"flag --models: {model!r} is not allowed; use any of {benchmarking.BENCH_MODELS}."
+            )
+    for mode in FLAGS.modes:
+        if mode not in MODES:
+            cli.fail(f"flag --modes: {mode!r} is not allowed; use any of {','.join(MODES)}.")
+    if FLAGS.window_steps < 1:
+        cli.fail(f"flag --window_steps={FLAGS.window_steps} is not allowed; use an integer >= 1.")
+    if FLAGS.repeats < 5:
+        cli.fail(
+            f"flag --repeats={FLAGS.repeats} is not allowed; use >= 5 (the median of at least 5 "
+            "windows)."
+        )
+    if FLAGS.nb_features is not None and FLAGS.nb_features < 1:
+        cli.fail(
+            f"flag --nb_features={FLAGS.nb_features} is not allowed; use an integer >= 1 (or "
+            "leave it out for each model's default)."
+        )
+    if FLAGS.position_kernel not in POSITION_KERNELS:
+        cli.fail(
+            f"flag --position_kernel={FLAGS.position_kernel!r} is not allowed; use one of "
+            f"{POSITION_KERNELS}."
+        )
+    if FLAGS.preset not in training.PRESETS:
+        cli.fail(
+            f"flag --preset={FLAGS.preset!r} is not allowed; use one of {tuple(training.PRESETS)}."
+        )
+    try:
+        sizes = [int(s) for s in FLAGS.image_sizes]
+    except ValueError:
+        cli.fail(
+            f"flag --image_sizes={','.join(FLAGS.image_sizes)} is not allowed; use integers like "
+            "16,32,64,128."
+        )
+    serving_size = benchmarking.serving_image_size()
+    if "serve" in FLAGS.modes and sizes != [serving_size]:
+        cli.fail(
+            f"flag --image_sizes={','.join(FLAGS.image_sizes)} is not allowed with --modes=serve; "
+            f"use --image_sizes={serving_size} (the exported {benchmarking.SERVING_DATASET} "
+            "signature's size)."
+        )
+    preset = training.PRESETS[FLAGS.preset]
+    dims = dict(
+        dim=FLAGS.dim or preset["dim"],
+        depth=FLAGS.depth or preset["depth"],
+        heads=FLAGS.heads or preset["heads"],
+    )
+    results = (
+        json.load(open(FLAGS.output))
+        if os.path.exists(FLAGS.output)
+        else dict(throughput=[], approximation={})
+    )
+    for size in sizes:
+        for mode in FLAGS.modes:
+            for model in FLAGS.models:
+                batch = FLAGS.batch_size or (4 if size >= 128 else 16 if mode == "train" else 128)
+                spec = dict(
+                    model_name=model,
+                    mode=mode,
+                    image_size=size,
+                    batch_size=batch,
+                    jit_compile=FLAGS.jit_compile and mode != "serve",
+                    repeats=FLAGS.repeats,
+                    window_steps=FLAGS.window_steps,
+                    remat=FLAGS.remat,
+                    **dims,
+                )
+                if FLAGS.nb_features and model != "exact":
+                    spec["nb_features"] = FLAGS.nb_features
+                position_kernel = FLAGS.position_kernel if model == "RelativePerformer" else "favor"
+                if position_kernel != "favor":
+                    spec["position_kernel"] = position_kernel
+                print(f"{model} {mode} {size}px batch {batch} ...", flush=True)
+                try:
+                    row = run_child(spec)
+                except subprocess.TimeoutExpired:
+                    row = dict(spec, error=f"timed out after {FLAGS.timeout} s")
+                row.update(dims, remat=FLAGS.remat)
+                print(
+                    "   ",
+                    {
+                        k: (round(v, 3) if isinstance(v, float) else v)
+                        for k, v in row.items()
+                        if k != "step_times_ms"
+                    },
+                    flush=True,
+                )
+                row.setdefault(
+                    "nb_features",
+                    None
+                    if model == "exact"
+                    else benchmarking.resolved_nb_features(
+                        model,
+                        dims["dim"],
+                        dims["heads"],
+                        FLAGS.nb_features,
+                        position_kernel=position_kernel,
+                    ),
+                )
+                label = display_name(model, position_kernel)
+                key = _row_key(dict(row, model=label))
+                results["throughput"] = [r for r in results["throughput"] if _row_key(r) != key]
+                results["throughput"].append(dict(row, model=label))
+    if FLAGS.approximation:
+        rng = np.random.default_rng(0)
+        q, k, v = (rng.normal(size=(2, 4, 1025, 32)).astype("float32") for _ in range(3))
+        results["approximation"]["random"] = benchmarking.approximation_errors(q, k, v)
+        results["approximation"]["fashion_mnist"] = benchmarking.approximation_errors(
+            *benchmarking.fashion_mnist_activations(FLAGS.data_dir)
+        )
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+        json.dump(results, f, indent=2)
+    report.render(results, FLAGS.report)
+    print(f"wrote {FLAGS.output} and {FLAGS.report}")
+
+
+def run():
+    """Console entry point `relperf-benchmark`."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()
