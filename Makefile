@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (relperf_tf/fast_malloc.py says why); the test process gets them too.
 export GLIBC_TUNABLES ?= $(shell sed -n 's/^TUNABLES = "\(.*\)"/\1/p' relperf_tf/fast_malloc.py)
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo test test-all lint format clean
 
 setup: $(INSTALLED) $(FASHION_MNIST)
 
@@ -39,8 +39,12 @@ demo: setup
 	@echo "shift curve plotted in $(DEMO_RUN)/shift.png"
 
 # Lint and format checks first (ruff, configured in pyproject.toml; `make format`
-# applies the formatting), then the test suite.
+# applies the formatting), then the test suite without the end-to-end runs
+# marked slow (about 7 minutes of the 2-core budget); `make test-all` runs them too.
 test: setup lint
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-all: setup lint
 	$(BIN)/python -m pytest -q tests
 
 lint: setup

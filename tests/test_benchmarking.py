@@ -194,6 +194,7 @@ def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
     assert not output.exists() and not report_path.exists()
 
 
+@pytest.mark.slow
 def test_a_tiny_configuration_measures_its_row_and_gemm_floor():
     hparams = dict(dim=8, depth=1, heads=2, nb_features=4)
     row = benchmarking.time_config(

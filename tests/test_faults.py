@@ -454,6 +454,7 @@ def test_full_disk_export_leaves_no_version(small_disk, tiny_run):
     assert os.listdir(small_disk / "exported") == []
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_trial_is_never_counted_as_done(tmp_path, fashion_mnist_dir):
     """Keras Tuner keeps the interrupted trial RUNNING in its saved state and runs it again on
     resume."""

@@ -166,6 +166,7 @@ def _rows(run_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_workers_on_loopback_survive_a_kill_and_match_one_process(tmp_path, fashion_mnist_dir):
     """Two workers: worker 1 is killed after the first epoch, the chief exits 6 at
     once; both resume and finish with identical weights, equal (to float

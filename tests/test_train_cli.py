@@ -183,6 +183,7 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path, fashion_mnist_dir):
     log_dir = str(tmp_path / "logs")
     args = [
@@ -218,6 +219,7 @@ def test_resume_after_sigkill(tmp_path, fashion_mnist_dir):
     assert os.path.exists(os.path.join(run_dir, "test_metrics.json"))
 
 
+@pytest.mark.slow
 def test_mirrored_cli_on_two_cpu_replicas(tmp_path, fashion_mnist_dir):
     log_dir = str(tmp_path / "logs")
     result = train_cli(

@@ -112,6 +112,7 @@ def test_random_search_resumes_and_saves_best(tmp_path, small_splits):
     )
 
 
+@pytest.mark.slow
 def test_tiny_hyperband(tmp_path, small_splits):
     result = search(tmp_path, small_splits, tuner="hyperband", max_epochs=2)
     assert len(result["trials"]) >= 2
