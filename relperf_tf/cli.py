@@ -63,7 +63,7 @@ def flag_help(setting):
         text = f"{text} One of {_allowed(setting.choices)}."
     default = setting.default
     if default is not None:
-        text = f"{text} (default {str(default).lower() if isinstance(default, bool) else default})"
+        text = f"{text} (default: {str(default).lower() if isinstance(default, bool) else default})"
     return text
 
 

@@ -36,29 +36,33 @@ def run_script(name, args, **kwargs):
     )
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, fashion_mnist_dir):
-    """A finished RelativePerformer run (5 steps): (run_dir, log_dir)."""
+def train_tiny(model, log_dir, data_dir, steps):
+    """Trains a dim-8 `model` for `steps` steps of 32 real images; returns its run directory."""
     from relperf_tf import training
 
-    log_dir = tmp_path_factory.mktemp("logs")
     config = training.resolve_config(
-        "RelativePerformer",
+        model,
         "fashion_mnist",
         log_dir=str(log_dir),
-        data_dir=fashion_mnist_dir,
+        data_dir=data_dir,
         dim=8,
         depth=1,
         heads=2,
         nb_features=4,
         batch_size=32,
         epochs=1,
-        steps_per_epoch=5,
+        steps_per_epoch=steps,
         seed=0,
         verbose=0,
     )
-    result = training.train(config)
-    return result["run_dir"], str(log_dir)
+    return training.train(config)["run_dir"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, fashion_mnist_dir):
+    """A finished RelativePerformer run (5 steps): (run_dir, log_dir)."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    return train_tiny("RelativePerformer", log_dir, fashion_mnist_dir, steps=5), str(log_dir)
 
 
 @pytest.fixture(scope="session")

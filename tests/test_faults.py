@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from relperf_tf import training
-from tests.conftest import REPO
+from tests.conftest import REPO, train_tiny
 
 SCRIPTS = os.path.join(REPO, "scripts")
 QUICK = [
@@ -46,22 +45,8 @@ def finish(processes):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, fashion_mnist_dir):
-    config = training.resolve_config(
-        "Performer",
-        "fashion_mnist",
-        log_dir=str(tmp_path_factory.mktemp("logs")),
-        data_dir=fashion_mnist_dir,
-        dim=8,
-        depth=1,
-        heads=2,
-        nb_features=4,
-        batch_size=32,
-        epochs=1,
-        steps_per_epoch=2,
-        seed=0,
-        verbose=0,
-    )
-    return training.train(config)["run_dir"]
+    """A finished Performer run of its own (these tests copy and break it)."""
+    return train_tiny("Performer", tmp_path_factory.mktemp("logs"), fashion_mnist_dir, steps=2)
 
 
 def test_two_runs_started_together_get_their_own_versions(tmp_path, fashion_mnist_dir):

@@ -9,10 +9,10 @@ from relperf_tf import cli, training
 cli.define_run_flags()
 # absl.logging already defines --log_dir ("directory to write logfiles into"): it
 # is our run root too, with the reference implementation's default layout.
-flags.FLAGS.set_default("log_dir", "logs")
-flags.DEFINE_string("exp_name", "default", "Experiment name.")
-flags.DEFINE_string("version", None, "Run name (default: next free version_X).")
-flags.DEFINE_boolean("resume", False, "Continue an interrupted run (same --version).")
+flags.FLAGS.set_default("log_dir", training.RunSettings.log_dir)
+cli.define_setting_flags(
+    s for s in training.run_settings() if s.name in ("exp_name", "version", "resume")
+)
 flags.DEFINE_boolean(
     "progress_bar", True, "Keras progress bar; --noprogress_bar prints one line per epoch."
 )
@@ -30,9 +30,6 @@ def main(argv):
             **{
                 **cli.explicit_settings(),
                 "log_dir": FLAGS.log_dir,
-                "exp_name": FLAGS.exp_name,
-                "version": FLAGS.version,
-                "resume": FLAGS.resume,
                 "verbose": 1 if FLAGS.progress_bar else 2,
             },
         )
