@@ -40,7 +40,7 @@ demo: setup
 
 # Lint and format checks first (ruff, configured in pyproject.toml; `make format`
 # applies the formatting), then the test suite without the end-to-end runs
-# marked slow (about 7 minutes of the 2-core budget); `make test-all` runs them too.
+# marked slow (about 11 minutes of the 2-core budget); `make test-all` runs them too.
 test: setup lint
 	$(BIN)/python -m pytest -q -m "not slow" tests
 

@@ -37,6 +37,7 @@ def test_selection_refuses_when_nothing_qualifies(fashion_mnist_dir):
         shift.select_images("cifar10", [1], 8)
 
 
+@pytest.mark.slow
 def test_shift_script_writes_csv_and_plot(tmp_path, tiny_run):
     run_dir, _ = tiny_run
     output, plot = tmp_path / "shift.csv", tmp_path / "shift.png"

@@ -60,6 +60,7 @@ def _shipped_dirs():
     return sorted({os.path.dirname(os.path.dirname(p)) for p in SHIPPED})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_dir", _shipped_dirs(), ids=os.path.basename)
 def test_shipped_shift_curve_is_what_its_readme_reports(model_dir, fashion_mnist_dir):
     """The exported SavedModel itself (its `logits` signature) reproduces shift.csv at s = −8, 0, 8,

@@ -83,6 +83,7 @@ def search(tmp_path, small_splits, tuner="random", max_trials=2, max_epochs=1, *
     )
 
 
+@pytest.mark.slow
 def test_random_search_resumes_and_saves_best(tmp_path, small_splits):
     search(tmp_path, small_splits, export_dir=str(tmp_path / "export"))
     project = tmp_path / "p"
