@@ -17,6 +17,7 @@ from benchmarks.softmax_baseline import SoftmaxAttentionClassifier
 from relperf_tf import training
 from relperf_tf.layers import feature_maps
 from relperf_tf.layers.random_features import default_nb_features, orthogonal_random_matrix
+from relperf_tf.precision import CPU_FLAGS, cpu_info, dtype_policy
 
 BENCH_MODELS = (
     "Performer",
@@ -25,35 +26,6 @@ BENCH_MODELS = (
     "ClippedRelativePerformer",
     "exact",
 )
-
-
-# CPU flags that decide which kernels exist: AVX-512, native bf16 dot products, AMX tiles.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-
-
-def cpu_info(path="/proc/cpuinfo"):
-    """Model name, family/model numbers, the flags of `CPU_FLAGS` it has, and whether bf16 matmuls
-    are native."""
-    import os
-
-    fields = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(fields.get("flags", "").split())
-    return dict(
-        model_name=fields.get("model name", "unknown"),
-        vendor=fields.get("vendor_id", "unknown"),
-        family=fields.get("cpu family", "?"),
-        model=fields.get("model", "?"),
-        cores=os.cpu_count(),
-        flags=[f for f in CPU_FLAGS if f in flags],
-        native_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}),
-    )
 
 
 def cpu_label(info=None):
@@ -424,6 +396,7 @@ def _measurements(
         else resolved_nb_features(
             model_name, dim, heads, hparams.get("nb_features"), position_kernel=position_kernel
         ),
+        precision=dtype_policy(hparams.get("precision", "float32")),
         ms_per_step=1e3 * step,
         images_per_s=batch_size / step,
         gflops_per_s=achieved,
@@ -499,18 +472,34 @@ def time_serving(model_name, batch_size, repeats=5, window_steps=3, latency_call
     )
 
 
-def approximation_errors(query, key, value, features=(16, 32, 64, 128, 256, 512), draws=5):
-    """Relative error of FAVOR+ attention vs exact softmax attention per feature count."""
+def _through_bfloat16(x):
+    return tf.cast(tf.cast(x, tf.bfloat16), tf.float32)
+
+
+def approximation_errors(
+    query, key, value, features=(16, 32, 64, 128, 256, 512), draws=5, precision="float32"
+):
+    """Relative error of FAVOR+ attention vs exact softmax attention (of the float32 inputs) per
+    feature count.
+
+    Under `mixed_bfloat16` the kernel computes in float32 as in the models, but
+    receives q, k, v rounded to bf16 (the Dense projections' output) and hands
+    back its output rounded to bf16 (what the output projection reads).
+    """
     exact = np.array(feature_maps.exact_attention(query, key, value))
+    rounding = _through_bfloat16 if dtype_policy(precision) == "mixed_bfloat16" else tf.identity
+    query, key, value = (rounding(tf.constant(x)) for x in (query, key, value))
     rows = []
     for m in features:
         errors = []
         for draw in range(draws):
             w = orthogonal_random_matrix(m, query.shape[-1], tf.constant([draw, m], tf.int64))
-            out = feature_maps.linear_attention(
-                feature_maps.softmax_kernel_features(query, w, True),
-                feature_maps.softmax_kernel_features(key, w, False),
-                value,
+            out = rounding(
+                feature_maps.linear_attention(
+                    feature_maps.softmax_kernel_features(query, w, True),
+                    feature_maps.softmax_kernel_features(key, w, False),
+                    value,
+                )
             )
             errors.append(float(np.linalg.norm(np.array(out) - exact) / np.linalg.norm(exact)))
         rows.append(

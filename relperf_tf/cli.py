@@ -13,7 +13,7 @@ from relperf_tf import atomic
 from relperf_tf import data as data_lib
 from relperf_tf.layers.favor_kernel import upgrade_legacy_options
 from relperf_tf.models import MODEL_NAMES, MODEL_SETTINGS
-from relperf_tf.training import PRESETS, TrainConfig, run_settings
+from relperf_tf.training import PRESETS, TrainConfig, run_setting, run_settings
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_DATA = 3
@@ -38,6 +38,7 @@ RUN_FLAGS = (
     "strategy",
     "cpu_replicas",
     "jit_compile",
+    "precision",
     "learning_rate",
     "warmup",
     "schedule",
@@ -71,6 +72,14 @@ def define_setting_flags(described):
     """One flag per `Setting` (default None, so that only what the user set overrides a preset)."""
     for setting in described:
         _DEFINE[setting.kind](setting.name, None, flag_help(setting))
+
+
+def define_precision_flag(default, note):
+    """`--precision` for a command that is not a training run (benchmark, export): the run
+    setting's help and choices, this command's default and a `note` on what it means here."""
+    setting = dataclasses.replace(run_setting("precision"), default=None)
+    text = f"{flag_help(setting)} {note}"
+    flags.DEFINE_string("precision", default, f"{text} (default: {default})" if default else text)
 
 
 def define_run_flags():

@@ -394,13 +394,8 @@ def train(config, splits=None, environ=None):
 
         hparams_path = os.path.join(run_dir, "hparams.json")
         if not (config.resume and os.path.exists(hparams_path)):
-            hparams = dict(
-                dataclasses.asdict(config),
-                run_dir=run_dir,
-                replicas=strategy.num_replicas_in_sync,
-                workers=list(cluster.workers),
-                parameters=model.count_params(),
-                versions=training._versions(),
+            hparams = training.run_record(
+                config, run_dir, strategy, model, workers=list(cluster.workers)
             )
             atomic.write_json(hparams_path, hparams)
         result = _fit(

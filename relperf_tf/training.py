@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from relperf_tf import atomic, multi_worker, settings
 from relperf_tf import data as data_lib
+from relperf_tf import precision as precision_lib
 from relperf_tf.callbacks import (
     BestCheckpoint,
     Interrupted,
@@ -90,6 +91,9 @@ class RunSettings:
         strategy: distribution strategy (auto: mirrored over several GPUs or CPU replicas).
         cpu_replicas: split the CPU into N logical devices (tests mirrored training without GPUs).
         jit_compile: compile train steps with XLA.
+        precision: `float32`, `mixed_bfloat16` (bf16 matmuls, float32 variables, FAVOR+ feature
+            maps and logits) or `auto` (mixed_bfloat16 only where matmuls are natively bf16:
+            CPUs with AMX or AVX512_BF16, GPUs from compute capability 8.0).
         preset: the base configuration from `PRESETS` that explicit settings override.
         verbose: Keras' fit verbosity (1 progress bar, 2 one line per epoch, 0 silent).
     """
@@ -112,12 +116,17 @@ class RunSettings:
     strategy: str = "auto"
     cpu_replicas: int = 1
     jit_compile: bool = False
+    precision: str = "float32"
     preset: typing.Optional[str] = None
     verbose: int = 1
 
     def model_hparams(self):
-        """What `build_model` takes: every model setting, and the seed."""
-        return dict({s.name: getattr(self, s.name) for s in MODEL_SETTINGS}, seed=self.seed)
+        """What `build_model` takes: every model setting, the seed and the dtype policy."""
+        return dict(
+            {s.name: getattr(self, s.name) for s in MODEL_SETTINGS},
+            seed=self.seed,
+            dtype=precision_lib.dtype_policy(self.precision),
+        )
 
 
 def _run_setting_choices():
@@ -126,6 +135,7 @@ def _run_setting_choices():
         "dataset": tuple(data_lib.DATASETS),
         "schedule": SCHEDULES,
         "strategy": STRATEGIES,
+        "precision": precision_lib.PRECISIONS,
     }
 
 
@@ -145,6 +155,11 @@ def run_settings():
             )
         )
     return tuple(described)
+
+
+def run_setting(name):
+    """The `Setting` of one `RunSettings` field (for commands that reuse one flag)."""
+    return next(s for s in run_settings() if s.name == name)
 
 
 # Every setting of a run: how it trains, and every model setting (each with
@@ -377,6 +392,19 @@ def claim_run_dir(config):
             ) from None
 
 
+def run_record(config, run_dir, strategy, model, **extra):
+    """What `hparams.json` holds: every setting, where the run lives, and what was built."""
+    return dict(
+        dataclasses.asdict(config),
+        run_dir=run_dir,
+        replicas=strategy.num_replicas_in_sync,
+        **extra,
+        parameters=model.count_params(),
+        dtype_policy=model.dtype_policy.name,
+        versions=_versions(),
+    )
+
+
 def _versions():
     return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
@@ -409,13 +437,7 @@ def train(config, splits=None):
     run_dir = claim_run_dir(config)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
-    hparams = dict(
-        dataclasses.asdict(config),
-        run_dir=run_dir,
-        replicas=strategy.num_replicas_in_sync,
-        parameters=model.count_params(),
-        versions=_versions(),
-    )
+    hparams = run_record(config, run_dir, strategy, model)
     hparams_path = os.path.join(run_dir, "hparams.json")
     if not (config.resume and os.path.exists(hparams_path)):
         atomic.write_json(hparams_path, hparams)

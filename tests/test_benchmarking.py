@@ -172,6 +172,7 @@ def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
     cases = (
         ("--nb_features=0", "--nb_features=0"),
         ("--repeats=3", "--repeats=3"),
+        ("--precision=float16", "--precision='float16'"),
         ("--modes=serve,train", "--image_sizes=16,32"),
     )
     for flag, named in cases:

@@ -14,24 +14,10 @@ sys.path.insert(0, PEERS)
 import peer_table  # noqa: E402
 
 
-def test_cpu_flags_decide_native_bf16(tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(
-        "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC "
-        "9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
-        "vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
-    )
-    info = peer_table.cpu_info(str(cpuinfo))
-    assert (
-        info["model_name"] == "AMD EPYC 9R14" and info["family"] == "25" and info["model"] == "17"
-    )
-    assert info["flags"] == ["avx2", "avx512f", "avx512_bf16"] and info["native_bf16"]
-    cpuinfo.write_text("model name\t: Intel Xeon\nflags\t\t: avx2 avx512f amx_tile amx_bf16\n")
-    assert peer_table.cpu_info(str(cpuinfo))["native_bf16"]
-    cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: avx2 fma\n")
-    info = peer_table.cpu_info(str(cpuinfo))
-    assert info["flags"] == ["avx2"] and not info["native_bf16"]
-    assert peer_table.cpu_info(str(tmp_path / "absent"))["model_name"] == "unknown"
+def test_cpu_info_is_the_one_precision_auto_reads():
+    from relperf_tf import precision
+
+    assert peer_table.cpu_info() == precision.cpu_info()
 
 
 def _row(name, mode, setting, images_per_s, **extra):

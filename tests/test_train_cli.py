@@ -90,6 +90,7 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path, fashion_mnist_dir):
         (["--model=Performer", "--dataset=mnist", "--embedding_type=conv"], "--embedding_type"),
         (["--model=Performer", "--dataset=mnist", "--strategy=tpu"], "--strategy"),
         (["--model=Performer", "--dataset=mnist", "--preset=huge"], "--preset"),
+        (["--model=Performer", "--dataset=mnist", "--precision=fp16"], "--precision='fp16'"),
         (["--model=Performer", "--dataset=mnist", "--batch_size=abc"], "--batch_size"),
         (["--dataset=mnist"], "--model"),
     ],

@@ -129,6 +129,7 @@ def test_tiny_hyperband(tmp_path, small_splits):
         (["--max_trials=0"], "--max_trials=0"),
         (["--dims=10", "--head_counts=4,3"], "no valid dim/heads pair"),
         (["--model=Foo"], "--model='Foo'"),
+        (["--precision=half"], "--precision='half'"),
     ],
 )
 def test_bad_input_writes_nothing(tmp_path, args, message):

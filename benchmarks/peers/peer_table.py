@@ -12,10 +12,10 @@ TARGET_RATIO = 1.5
 
 def cpu_info(path="/proc/cpuinfo"):
     """The CPU at hand (model, family/model, flags that matter, native bf16):
-    `benchmarks.benchmarking.cpu_info`."""
-    from benchmarks import benchmarking
+    `relperf_tf.precision.cpu_info`, which `--precision=auto` reads too."""
+    from relperf_tf import precision
 
-    return benchmarking.cpu_info(path)
+    return precision.cpu_info(path)
 
 
 def _best(rows, name, mode):

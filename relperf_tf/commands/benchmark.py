@@ -22,6 +22,7 @@ if not os.path.isfile(os.path.join(REPO, "benchmarks", "benchmarking.py")):
     )
 sys.path.insert(0, REPO)
 from benchmarks import benchmarking  # noqa: E402
+from relperf_tf import precision, settings, training  # noqa: E402
 from relperf_tf.models import POSITION_KERNELS, display_name  # noqa: E402
 
 flags.DEFINE_list(
@@ -63,6 +64,7 @@ flags.DEFINE_string(
 flags.DEFINE_boolean(
     "remat", False, "Recompute activations in the backward pass (the models' remat option)."
 )
+cli.define_precision_flag("float32", "Rows record the policy it resolved to.")
 flags.DEFINE_integer("window_steps", 3, "Steps per timed window.")
 flags.DEFINE_integer("repeats", 5, "Timed windows (median reported).")
 flags.DEFINE_integer("timeout", 900, "Seconds allowed per configuration.")
@@ -106,7 +108,7 @@ def _row_key(r):
             "heads",
             "nb_features",
         )
-    ) + (r.get("remat", False),)
+    ) + (r.get("remat", False), r.get("precision", "float32"))
 
 
 def main(argv):
@@ -114,7 +116,6 @@ def main(argv):
         benchmarking.main_child(FLAGS.child)
         return
     from benchmarks import report
-    from relperf_tf import training
 
     for model in FLAGS.models:
         if model not in benchmarking.BENCH_MODELS:
@@ -141,6 +142,10 @@ def main(argv):
             f"flag --position_kernel={FLAGS.position_kernel!r} is not allowed; use one of "
             f"{POSITION_KERNELS}."
         )
+    try:
+        precision.dtype_policy(FLAGS.precision)
+    except settings.InvalidSetting as error:
+        cli.fail(error.flag_message())
     if FLAGS.preset not in training.PRESETS:
         cli.fail(
             f"flag --preset={FLAGS.preset!r} is not allowed; use one of {tuple(training.PRESETS)}."
@@ -185,6 +190,8 @@ def main(argv):
                     remat=FLAGS.remat,
                     **dims,
                 )
+                if FLAGS.precision != "float32":
+                    spec["precision"] = FLAGS.precision
                 if FLAGS.nb_features and model != "exact":
                     spec["nb_features"] = FLAGS.nb_features
                 position_kernel = FLAGS.position_kernel if model == "RelativePerformer" else "favor"
@@ -224,10 +231,14 @@ def main(argv):
     if FLAGS.approximation:
         rng = np.random.default_rng(0)
         q, k, v = (rng.normal(size=(2, 4, 1025, 32)).astype("float32") for _ in range(3))
-        results["approximation"]["random"] = benchmarking.approximation_errors(q, k, v)
-        results["approximation"]["fashion_mnist"] = benchmarking.approximation_errors(
-            *benchmarking.fashion_mnist_activations(FLAGS.data_dir)
-        )
+        real = benchmarking.fashion_mnist_activations(FLAGS.data_dir)
+        for suffix, policy in (("", "float32"), (", bf16 inputs", "mixed_bfloat16")):
+            results["approximation"]["random" + suffix] = benchmarking.approximation_errors(
+                q, k, v, precision=policy
+            )
+            results["approximation"]["fashion_mnist" + suffix] = benchmarking.approximation_errors(
+                *real, precision=policy
+            )
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as f:
         json.dump(results, f, indent=2)

@@ -5,7 +5,7 @@ import os
 
 from absl import flags
 
-from relperf_tf import atomic, cli, export, runs
+from relperf_tf import atomic, cli, export, precision, runs
 
 flags.DEFINE_string(
     "export_dir",
@@ -13,6 +13,11 @@ flags.DEFINE_string(
     "Where to write: TF Serving's <export_dir>/<version>/ (or a .keras file with --format=keras).",
 )
 flags.DEFINE_string("format", "saved_model", f"Output format {{{','.join(export.FORMATS)}}}.")
+cli.define_precision_flag(
+    None,
+    "Default: the precision the run trained with. The export takes uint8 images and returns "
+    "float32 whatever it computes in.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -30,8 +35,11 @@ def main(argv):
             raise ValueError(
                 f"RUN_DIR {run_dir!r} has no checkpoints/best.keras; pass a finished run directory."
             )
+        policy = None if FLAGS.precision is None else precision.dtype_policy(FLAGS.precision)
         hparams = runs.load_hparams(run_dir)
         model = runs.load_best_model(run_dir, hparams)
+        if policy is not None:
+            model = precision.with_policy(model, policy)
         if FLAGS.format == "keras":
             path = (
                 FLAGS.export_dir
@@ -47,6 +55,7 @@ def main(argv):
                 model=hparams["model"],
                 position_kernel=hparams.get("position_kernel", "favor"),
                 run_dir=os.path.abspath(run_dir),
+                dtype_policy=model.dtype_policy.name,
             )
             test_metrics = os.path.join(run_dir, "test_metrics.json")
             if os.path.exists(test_metrics):
