@@ -106,3 +106,35 @@ def test_blocks_with_shared_axes_equal_their_concatenation(kernel):
         )
         == v.shape
     )
+
+
+def test_fused_projections_equal_the_separate_dense_layers():
+    from relperf_tf.layers.favor_attention import fused_dense
+
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    layers = [keras.layers.Dense(units, name=f"d{units}") for units in (8, 4, 8)]
+    for layer in layers:
+        layer.build(x.shape)
+        layer.bias.assign(np.random.default_rng(layer.units).normal(size=layer.units))
+    expected = [x @ np.array(layer.kernel) + np.array(layer.bias) for layer in layers]
+    fused = fused_dense(keras.ops.convert_to_tensor(x), layers)
+    assert [tuple(f.shape) for f in fused] == [(2, 5, 8), (2, 5, 4), (2, 5, 8)]
+    for got, want in zip(fused, expected):
+        np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-5)
+    # Gradients reach each layer's own kernel.
+    with tf.GradientTape() as tape:
+        loss = sum(keras.ops.sum(f**2) for f in fused_dense(tf.constant(x), layers))
+    grads = tape.gradient(loss, [layer.kernel for layer in layers])
+    for layer, grad, out in zip(layers, grads, expected):
+        np.testing.assert_allclose(
+            np.array(grad), 2 * np.einsum("bnd,bnu->du", x, out), rtol=1e-4, atol=1e-4
+        )
+    # A LoRA-enabled layer is called as itself (its low-rank update is not in `kernel`).
+    layers[1].enable_lora(2)
+    layers[1].lora_kernel_b.assign(np.ones((2, 4), "float32"))
+    np.testing.assert_allclose(
+        np.array(fused_dense(keras.ops.convert_to_tensor(x), layers)[1]),
+        np.array(layers[1](x)),
+        rtol=1e-5,
+        atol=1e-5,
+    )

@@ -1,6 +1,7 @@
 """Multi-head self-attention whose kernel is FAVOR+ (linear in tokens)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from relperf_tf import settings
@@ -24,6 +25,31 @@ def merge_heads(x):
     batch, tokens = ops.shape(x)[0], ops.shape(x)[2]
     x = ops.transpose(x, (0, 2, 1, 3))
     return ops.reshape(x, (batch, tokens, x.shape[2] * x.shape[3]))
+
+
+def fused_dense(inputs, layers):
+    """The outputs of several built `Dense` layers applied to the same `inputs`, from one matrix
+    product: x [W_1 | W_2 | …] + [b_1 | b_2 | …], split back into one tensor per layer.
+
+    One wide GEMM instead of one per layer (and, in the backward pass, one
+    for the input's gradient instead of several plus their sum); the layers
+    keep their own variables, so checkpoints do not change.
+    """
+    plain = all(
+        layer.activation is keras.activations.linear
+        and not layer.lora_enabled
+        and layer.quantization_mode is None
+        for layer in layers
+    )
+    if len(layers) == 1 or not plain:  # LoRA or quantized layers compute their own way
+        return tuple(layer(inputs) for layer in layers)
+    dtype = inputs.dtype
+    kernel = ops.concatenate([ops.cast(layer.kernel, dtype) for layer in layers], axis=-1)
+    outputs = ops.matmul(inputs, kernel)
+    if layers[0].use_bias:
+        outputs = outputs + ops.concatenate([ops.cast(layer.bias, dtype) for layer in layers])
+    widths = [layer.units for layer in layers]
+    return tuple(ops.split(outputs, list(np.cumsum(widths)[:-1]), axis=-1))
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
@@ -114,11 +140,14 @@ class FavorAttention(keras.layers.Layer):
     def _project(self, inputs, query_index=None):
         """Per-head q `[b, h, n, d]` (n = 1 with `query_index`), k `[b, h_k, n, d]`, v `[b, h, n,
         d]`."""
-        queries = inputs if query_index is None else select_token(inputs, query_index)
-        query = split_heads(self._query_dense(queries), self.num_heads)
-        key = split_heads(self._key_dense(inputs), self._key_heads())
-        value = split_heads(self._value_dense(inputs), self.num_heads)
-        return query, key, value
+        layers = (self._query_dense, self._key_dense, self._value_dense)
+        if query_index is None:
+            query, key, value = fused_dense(inputs, layers)
+        else:
+            query = self._query_dense(select_token(inputs, query_index))
+            key, value = fused_dense(inputs, layers[1:])
+        heads = (self.num_heads, self._key_heads(), self.num_heads)
+        return tuple(split_heads(x, h) for x, h in zip((query, key, value), heads))
 
     def _output(self, heads_output):
         return self._output_dense(merge_heads(heads_output))
