@@ -94,6 +94,31 @@ def test_table_compares_our_best_setting_with_the_best_peer():
     )
 
 
+def test_rounds_report_their_median_and_range_and_other_modes_are_kept(tmp_path):
+    import run
+
+    runs = [
+        _row("relperf_tf", "train", "xla", ips, ms_per_step=16000 / ips) for ips in (12, 14, 13)
+    ]
+    runs.append(dict(_row("relperf_tf", "train", "xla", 0.0), error="killed"))
+    median = run.median_round(runs)
+    assert median["images_per_s"] == 13 and median["round_images_per_s"] == [14, 13, 12]
+    assert run.median_round(runs[-1:])["error"] == "killed"
+    # A train-only rerun keeps the earlier inference rows of the same CPU, and says when each ran.
+    earlier = _results(
+        [_row("relperf_tf", "train", "xla", 10.0), _row("relperf_tf", "infer", "xla", 40.0)]
+    )
+    earlier["date"] = "2026-11-20"
+    path = tmp_path / "peers.json"
+    path.write_text(__import__("json").dumps(earlier))
+    kept = run.kept_rows(str(path), earlier["cpu"], {("train", "relperf_tf")})
+    assert [(r["mode"], r["date"]) for r in kept] == [("infer", "2026-11-20")]
+    assert run.kept_rows(str(path), dict(earlier["cpu"], model_name="Other"), set()) == []
+    text = "\n".join(peer_table.render(_results([dict(median, date="2026-11-26")] + kept)))
+    assert "| relperf_tf | relperf_tf 1.0 | xla | 13.0 (12.0–14.0) | 40.0 | 1.50 |" in text
+    assert "on 2026-11-20 (infer), 2026-11-26 (train); rows with a range ran 3 rounds" in text
+
+
 def test_section_is_written_once_and_kept_when_the_benchmarks_render(tmp_path):
     path = tmp_path / "benchmarks.md"
     path.write_text("# Benchmarks\n\nintro\n\n## Throughput and memory\n\nrows\n")
@@ -116,6 +141,7 @@ def test_section_is_written_once_and_kept_when_the_benchmarks_render(tmp_path):
         ("--implementations=ours", "flag --implementations: 'ours' is not allowed"),
         ("--modes=serve", "flag --modes: 'serve' is not allowed"),
         ("--timeout=0", "flag --timeout=0 is not allowed"),
+        ("--rounds=0", "flag --rounds=0 is not allowed"),
     ],
 )
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, flag, named):

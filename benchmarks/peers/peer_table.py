@@ -23,6 +23,24 @@ def _best(rows, name, mode):
     return max(found, key=lambda r: r["images_per_s"]) if found else None
 
 
+def _dates(results):
+    """When the rows were measured, and how many rounds (`run.py --rounds`) each mode had."""
+    by_date = {}
+    for r in results["rows"]:
+        by_date.setdefault(r.get("date", results["date"]), set()).add(r["mode"])
+    if len(by_date) == 1:
+        text = next(iter(by_date))
+    else:
+        text = ", ".join(f"{d} ({'/'.join(sorted(m))})" for d, m in sorted(by_date.items()))
+    rounds = max((len(r.get("round_images_per_s", [])) for r in results["rows"]), default=0)
+    if rounds > 1:
+        text += (
+            f"; rows with a range ran {rounds} rounds, round after round, and show the median "
+            "round (the range of all rounds)"
+        )
+    return text
+
+
 def render(results):
     """Markdown lines: the CPU, every implementation × setting, and ours against the best peer per
     mode."""
@@ -31,7 +49,7 @@ def render(results):
     lines = [
         "## Peers, measured side by side",
         "",
-        f"Run by `benchmarks/peers/run.py` on {results['date']}: **{cpu['model_name']}** "
+        f"Run by `benchmarks/peers/run.py` on {_dates(results)}: **{cpu['model_name']}** "
         f"({cpu['vendor']} family {cpu['family']} model {cpu['model']}), "
         f"{cpu['cores']} cores, flags {cpu_flags}; "
         f"native bf16 matmuls: {'yes' if cpu['native_bf16'] else 'no'}. "
@@ -61,6 +79,9 @@ def render(results):
             return ""
         if "error" in found[0]:
             return f"failed: {found[0]['error']}" if field == "images_per_s" else ""
+        rounds = found[0].get("round_images_per_s", [])
+        if field == "images_per_s" and len(rounds) > 1:
+            return f"{found[0][field]:{fmt}} ({min(rounds):{fmt}}–{max(rounds):{fmt}})"
         return format(found[0][field], fmt)
 
     for name, setting in keys:

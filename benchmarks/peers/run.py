@@ -58,6 +58,12 @@ IMPLEMENTATIONS = {
 flags.DEFINE_list("implementations", list(IMPLEMENTATIONS), f"Any of {','.join(IMPLEMENTATIONS)}.")
 flags.DEFINE_list("modes", list(workload.BATCH), "train and/or infer.")
 flags.DEFINE_integer("timeout", 900, "Seconds allowed per configuration.")
+flags.DEFINE_integer(
+    "rounds",
+    1,
+    "Run every configuration this many times, round after round (so each sees every period of "
+    "the machine's speed); a row is its median round.",
+)
 flags.DEFINE_string("output", os.path.join(REPO, "docs", "peers.json"), "Results JSON (replaced).")
 flags.DEFINE_string(
     "report",
@@ -91,6 +97,35 @@ def run_one(python, runner, mode, setting):
     return dict(error=tail[:300])
 
 
+def median_round(runs):
+    """The round with the median step time (errors only if every round failed), with every
+    round's images/s."""
+    good = sorted((r for r in runs if "error" not in r), key=lambda r: r["ms_per_step"])
+    if not good:
+        return runs[-1]
+    return dict(good[(len(good) - 1) // 2], round_images_per_s=[r["images_per_s"] for r in good])
+
+
+def kept_rows(path, cpu, replaced):
+    """Rows of an earlier run on the same CPU model for (mode, implementation) pairs this run does
+    not measure (e.g. `--modes=train` keeps the inference rows)."""
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return []
+    same_cpu = all(
+        earlier.get("cpu", {}).get(k) == cpu[k] for k in ("model_name", "family", "model")
+    )
+    if not same_cpu:
+        return []
+    return [
+        dict(r, date=r.get("date", earlier.get("date")))
+        for r in earlier.get("rows", [])
+        if (r["mode"], r["name"]) not in replaced
+    ]
+
+
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; use flags only.")
@@ -103,6 +138,8 @@ def main(argv):
     for mode in FLAGS.modes:
         if mode not in workload.BATCH:
             fail(f"flag --modes: {mode!r} is not allowed; use any of {','.join(workload.BATCH)}.")
+    if FLAGS.rounds < 1:
+        fail(f"flag --rounds={FLAGS.rounds} is not allowed; use an integer >= 1.")
     if FLAGS.timeout < 1:
         fail(f"flag --timeout={FLAGS.timeout} is not allowed; use an integer >= 1 (seconds).")
     missing = [
@@ -113,28 +150,39 @@ def main(argv):
     import peer_table  # imports relperf_tf (and TensorFlow): after the checks
 
     cpu = peer_table.cpu_info()
-    rows = []
-    for mode in FLAGS.modes:
-        for name in FLAGS.implementations:
-            python, runner, settings, bf16_settings = IMPLEMENTATIONS[name]
-            for setting in settings + (bf16_settings if cpu["native_bf16"] else ()):
-                print(f"{name} {mode} {setting} ...", flush=True)
-                start = time.time()
-                row = dict(
-                    dict(implementation=name, mode=mode, setting=setting),
-                    **run_one(python, runner, mode, setting),
-                )
-                row.update(name=name, wall_s=round(time.time() - start, 1))
-                print(
-                    "   ",
-                    {
-                        k: (round(v, 2) if isinstance(v, float) else v)
-                        for k, v in row.items()
-                        if k != "window_ms"
-                    },
-                    flush=True,
-                )
-                rows.append(row)
+    configurations = [
+        (mode, name, setting)
+        for mode in FLAGS.modes
+        for name in FLAGS.implementations
+        for setting in IMPLEMENTATIONS[name][2]
+        + (IMPLEMENTATIONS[name][3] if cpu["native_bf16"] else ())
+    ]
+    measured = {c: [] for c in configurations}
+    for round_index in range(FLAGS.rounds):
+        for mode, name, setting in configurations:
+            python, runner = IMPLEMENTATIONS[name][:2]
+            print(
+                f"[round {round_index + 1}/{FLAGS.rounds}] {name} {mode} {setting} ...", flush=True
+            )
+            start = time.time()
+            row = dict(
+                dict(implementation=name, mode=mode, setting=setting),
+                **run_one(python, runner, mode, setting),
+            )
+            row.update(name=name, wall_s=round(time.time() - start, 1))
+            print(
+                "   ",
+                {
+                    k: (round(v, 2) if isinstance(v, float) else v)
+                    for k, v in row.items()
+                    if k != "window_ms"
+                },
+                flush=True,
+            )
+            measured[(mode, name, setting)].append(row)
+    date = time.strftime("%Y-%m-%d")
+    rows = [dict(median_round(runs), date=date) for runs in measured.values()]
+    rows += kept_rows(FLAGS.output, cpu, {(mode, name) for mode, name, _ in configurations})
     skipped = (
         []
         if cpu["native_bf16"]
@@ -146,7 +194,8 @@ def main(argv):
         batch=workload.BATCH,
         timing=workload.TIMING,
         threads=workload.THREADS,
-        date=time.strftime("%Y-%m-%d"),
+        date=date,
+        rounds=FLAGS.rounds,
         rows=rows,
         skipped=skipped,
     )
