@@ -7,14 +7,14 @@ warms it up, records `--steps` steps with `tf.profiler` into `--logdir` (open
 it with TensorBoard's Profile tab: trace viewer, op profile) and prints the
 time per category of kernel — GEMMs, reductions, fused element-wise loops,
 copies and transposes, the optimizer — summed over the CPU's worker threads
-per step, largest first. With `--output` the summary is also saved as JSON.
+per step, largest first. With `--output` the summary is also saved as JSON;
+with `--record` it becomes the profiler section of docs/benchmarks.md.
 """
 
-import collections
 import glob
 import json
 import os
-import re
+import resource
 import sys
 import time
 
@@ -32,94 +32,18 @@ flags.DEFINE_string("precision", "float32", "float32, mixed_bfloat16 or auto.")
 flags.DEFINE_integer("steps", 3, "Steps recorded after 2 warm-up steps.")
 flags.DEFINE_string("logdir", "/tmp/relperf_profile", "Where the trace goes (TensorBoard logdir).")
 flags.DEFINE_string("output", None, "Also write the summary here (JSON).")
+flags.DEFINE_boolean(
+    "record",
+    False,
+    "Also store the summary in docs/benchmarks.json and re-render docs/benchmarks.md (its "
+    "profiler section).",
+)
 FLAGS = flags.FLAGS
 
-# Kernel name (TF op type, or XLA thunk name without its number) → category; first match wins.
-CATEGORIES = (
-    ("GEMM", r"^(matmul|batchmatmul|dot|einsum|_mklmatmul|_fusedmatmul|ynn_fusion|xnn_fusion)"),
-    ("reduction", r"(reduce|^sum$|^mean$|^max$|^min$|biasaddgrad|^prod$|argmax)"),
-    ("copy/transpose", r"(transpose|^copy|reshape|concat|^slice|^pad|tile)"),
-    ("optimizer", r"(resourceapply|assign|adam)"),
-    (
-        "element-wise",
-        r"(fusion|mul|add|sub|exp|neg|square|sqrt|erf|tanh|select|div|cast|convert|gelu|"
-        r"broadcast|relu|log|maximum|minimum|compare)",
-    ),
-)
-# Events that only wrap others or wait: their own time is the runtime's, not a kernel's.
-RUNTIME = re.compile(
-    r"^(ThunkExecutor|ExecutorState|ThreadpoolListener|SlinkyThreadPool|end: |ParallelFor|"
-    r"EagerExecute|EagerKernelExecute|EagerLocalExecute|TFE_|KernelAndDeviceFunc|"
-    r"ExecuteAsyncOnStream|BlockUntilReady|step$|__inference|\s)"
-)
 
-
-def category(kernel):
-    if kernel == "runtime":
-        return "runtime (scheduling, waiting)"
-    for name, pattern in CATEGORIES:
-        if re.search(pattern, kernel.lower()):
-            return name
-    return "other"
-
-
-def kernel_name(event_name):
-    """'block_0/ff_hidden/MatMul:MatMul' → 'MatMul'; 'wrapped_reduce-window.87' →
-    'wrapped_reduce-window'; wrappers and waits → 'runtime'."""
-    if RUNTIME.match(event_name):
-        return "runtime"
-    name = event_name.rsplit(":", 1)[-1] if ":" in event_name else event_name
-    return re.sub(r"([._]\d+)+$", "", name)
-
-
-def _self_times(events, names):
-    """(kernel, ms) per event of one thread: its own time, children excluded; a wrapper's child
-    (e.g. a kernel's ParallelFor) counts for the kernel around it."""
-    spans = sorted((e.offset_ps, e.offset_ps + e.duration_ps, names(e)) for e in events)
-    stack, own = [], collections.Counter()  # stack: [end, kernel it counts for]
-    for start, end, name in spans:
-        while stack and stack[-1][0] <= start:
-            stack.pop()
-        owner = name if name != "runtime" or not stack else stack[-1][1]
-        if stack:
-            parent_kernel = stack[-1][1]
-            own[parent_kernel] -= (min(end, stack[-1][0]) - start) / 1e9
-        own[owner] += (end - start) / 1e9
-        stack.append([end, owner])
-    return own
-
-
-def summarize(xplane_path, steps, wall_ms, cores):
-    """Thread-milliseconds per step by category and by kernel over the CPU worker threads, and
-    what the cores did not use (cores × wall time − the kernels' time)."""
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-    space = xplane_pb2.XSpace()
-    with open(xplane_path, "rb") as f:
-        space.ParseFromString(f.read())
-    plane = next(p for p in space.planes if p.name == "/host:CPU")
-    by_kernel = collections.Counter()
-    for line in plane.lines:
-        if not line.name.startswith("tf_"):  # the Python thread only waits for the step
-            continue
-        own = _self_times(
-            line.events, lambda e: kernel_name(plane.event_metadata[e.metadata_id].name)
-        )
-        for kernel, ms in own.items():
-            by_kernel[kernel] += ms / steps
-    runtime = by_kernel.pop("runtime", 0.0)
-    busy = sum(by_kernel.values())
-    by_category = collections.Counter()
-    for kernel, ms in by_kernel.items():
-        by_category[category(kernel)] += ms
-    by_category["runtime (scheduling, waiting)"] += runtime
-    by_category["idle cores"] = max(cores * wall_ms - busy - runtime, 0.0)
-    return dict(
-        cores=cores,
-        kernel_ms_per_step=busy,
-        categories=dict(by_category.most_common()),
-        kernels=dict(by_kernel.most_common(25)),
-    )
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv):
@@ -130,6 +54,7 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from benchmarks import benchmarking
+    from benchmarks.trace_summary import category, summarize
 
     batch = FLAGS.batch_size or (16 if FLAGS.mode == "train" else 128)
     model = benchmarking.build(
@@ -161,10 +86,12 @@ def main(argv):
     for _ in range(2):
         step()
     tf.profiler.experimental.start(FLAGS.logdir)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     for _ in range(FLAGS.steps):
         step()
-    wall_ms = 1e3 * (time.perf_counter() - start) / FLAGS.steps
+    wall = time.perf_counter() - start
+    busy = (_cpu_seconds() - cpu_start) / (wall * os.cpu_count())
+    wall_ms = 1e3 * wall / FLAGS.steps
     tf.profiler.experimental.stop()
     trace = max(glob.glob(os.path.join(FLAGS.logdir, "plugins", "profile", "*", "*.xplane.pb")))
     summary = dict(
@@ -175,12 +102,16 @@ def main(argv):
         precision=FLAGS.precision,
         nb_features=FLAGS.nb_features,
         wall_ms_per_step=wall_ms,
+        process_cpu_utilization=busy,
         trace=trace,
         cpu=benchmarking.cpu_label(),
         **summarize(trace, FLAGS.steps, wall_ms, os.cpu_count()),
     )
     total = os.cpu_count() * wall_ms
     print(f"{summary['cpu']}; wall {wall_ms:.0f} ms/step (profiled) × {os.cpu_count()} cores")
+    print(
+        f"the process used {100 * busy:.0f} % of the cores (user + system time, spinning included)"
+    )
     for name, ms in summary["categories"].items():
         print(f"  {name:30s} {ms:8.1f} ms  {100 * ms / total:5.1f} % of the cores' time")
     print("largest kernels:")
@@ -190,6 +121,19 @@ def main(argv):
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(summary, f, indent=2)
+    if FLAGS.record:
+        from benchmarks import report
+
+        path = os.path.join(REPO, "docs", "benchmarks.json")
+        with open(path) as f:
+            results = json.load(f)
+        label = f"{FLAGS.model} {FLAGS.mode}"
+        results.setdefault("profile", {})[label] = summary
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(path + ".tmp", path)
+        report.render(results, os.path.join(REPO, "docs", "benchmarks.md"))
+        print(f"recorded as '{label}' in {path} and docs/benchmarks.md")
 
 
 if __name__ == "__main__":

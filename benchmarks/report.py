@@ -79,7 +79,7 @@ def _bf16_change(approximation, suffix=", bf16 inputs", tolerance=0.05):
     verdict = "within" if worst <= tolerance else "beyond"
     return [
         "",
-        f"bf16 inputs change the error by at most {100 * worst:.1f} % of its float32 value "
+        f"bf16 inputs change the error by at most {100 * worst:.2f} % of its float32 value "
         f"({verdict} the {100 * tolerance:.0f} % target).",
     ]
 
@@ -118,6 +118,21 @@ def _find(rows, model, mode, tokens=1025, key=lambda r: -r["images_per_s"]):
 PERFORMER_TARGETS = dict(train=27.0, infer=105.0)
 
 
+def _reference_performer(rows, like, nb_features=110):
+    """The Performer row a relative model's row is compared with: the reference config's m, the
+    same setting and batch, measured last (a rerun moves a row to the end, so this is the newest
+    sitting's); else the fastest Performer training row."""
+    same = [
+        r
+        for r in rows
+        if (r["model"], r["mode"], r["tokens"]) == ("Performer", "train", 1025)
+        and r.get("nb_features") == nb_features
+        and _setting(r) == _setting(like)
+        and r["batch_size"] == like["batch_size"]
+    ]
+    return same[-1] if same else _find(rows, "Performer", "train")
+
+
 def _targets(rows):
     """The targets of the speed issue, each met or not, from the measured rows."""
     lines = [
@@ -153,12 +168,12 @@ def _targets(rows):
             }
         ):
             row = _find([r for r in rows if r.get("nb_features") == m], model, "train")
-            if train and row:
-                measured = row["images_per_s"] / train["images_per_s"]
+            base = _reference_performer(rows, row) if row else None
+            if base:
+                measured = row["images_per_s"] / base["images_per_s"]
                 add(
                     f"{model} training ≥ {ratio}× Performer",
-                    f"{measured:.2f}× ({_setting(row)}, m = {_features(row)} vs "
-                    f"{_features(train)})",
+                    f"{measured:.2f}× ({_setting(row)}, m = {_features(row)} vs {_features(base)})",
                     measured >= ratio,
                 )
     big = _find(rows, "Performer", "train", 16385, key=lambda r: r["peak_rss_gb"])
@@ -301,6 +316,44 @@ def _row_line(r):
     )
 
 
+def _profile(profiles):
+    """The profiler section: each profiled step's time by kernel category and its largest
+    kernels (`benchmarks/profile_step.py --record`)."""
+    if not profiles:
+        return []
+    lines = [
+        "## Where the time goes: the profiler",
+        "",
+        "`benchmarks/profile_step.py --record` (reference config, m = 110): a TensorFlow profiler "
+        "trace of a few steps after warm-up (open the trace directory in TensorBoard's Profile tab "
+        "for the trace viewer), summed per kernel over the CPU's worker threads, each kernel's own "
+        "time without the events nested in it. *Idle cores* is the cores × wall time no kernel "
+        "event covers: waiting between kernels, and the share of a multi-threaded kernel (an "
+        "Eigen matrix product) that its helper thread runs without an event of its own.",
+        "",
+    ]
+    for label, p in profiles.items():
+        total = p["cores"] * p["wall_ms_per_step"]
+        lines += [
+            f"**{label}** ({'XLA' if p['jit_compile'] else 'plain'}, {p['precision']}, batch "
+            f"{p['batch_size']}; {p['cpu']}): {p['wall_ms_per_step']:.0f} ms per step while "
+            f"profiled, {p['cores']} cores; the process used "
+            f"{100 * p.get('process_cpu_utilization', float('nan')):.0f} % of the cores' time "
+            "(user + system, threads spinning while they wait included).",
+            "",
+            "| category | thread-ms per step | share of the cores' time |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {ms:.0f} | {100 * ms / total:.1f} % |"
+            for name, ms in p["categories"].items()
+            if ms >= 0.5
+        ]
+        top = ", ".join(f"{k} {v:.0f}" for k, v in list(p["kernels"].items())[:8])
+        lines += ["", f"Largest kernels (thread-ms per step): {top}.", ""]
+    return lines
+
+
 def render(results, path):
     folder = os.path.dirname(os.path.abspath(path))
     measured = [r for r in results.get("throughput", []) if "error" not in r]
@@ -384,6 +437,7 @@ def render(results, path):
                 if (r.get("cpu") or "not recorded") == cpu
             ] + [""]
     lines += _floor(rows)
+    lines += _profile(results.get("profile", {}))
     approximation = results.get("approximation", {})
     if approximation:
         lines += [

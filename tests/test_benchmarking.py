@@ -277,3 +277,28 @@ def test_targets_compare_rows_of_the_newest_rows_cpu_only(tmp_path):
         )
         == "X (family 6 model 143; avx2, amx_bf16)"
     )
+
+
+def test_profile_summary_counts_each_kernels_own_time():
+    import types
+
+    from benchmarks import trace_summary as profile_step
+
+    def event(name, start, length):
+        return types.SimpleNamespace(name=name, offset_ps=start * 10**9, duration_ps=length * 10**9)
+
+    # A thunk executor (runtime) holding a matmul whose ParallelFor counts for it, then a fusion.
+    events = [
+        event("ThunkExecutor::Execute", 0, 10),
+        event("MatMul.12", 1, 5),
+        event("ParallelFor", 2, 3),
+        event("wrapped_reduce-window.87", 7, 2),
+    ]
+    own = profile_step._self_times(events, lambda e: profile_step.kernel_name(e.name))
+    assert own == {"runtime": 3.0, "MatMul": 5.0, "wrapped_reduce-window": 2.0}
+    assert profile_step.category("MatMul_1") == "GEMM"
+    assert profile_step.category("wrapped_reduce-window") == "reduction"
+    assert profile_step.category("block_0/ff/Gelu/mul:Mul".rsplit(":")[-1]) == "element-wise"
+    assert profile_step.kernel_name("gradient_tape/block_0/MatMul_1:BatchMatMulV2") == (
+        "BatchMatMulV2"
+    )
