@@ -65,6 +65,14 @@ def _plot(path, series, xlabel, ylabel, title, logx=False, logy=False):
     plt.close(figure)
 
 
+def print_progress(row, digits, hidden):
+    """The indented line a benchmark prints for each configuration it measured (`hidden`: a
+    field too long to show)."""
+    shown = {k: (round(v, digits) if isinstance(v, float) else v) for k, v in row.items()}
+    shown.pop(hidden, None)
+    print("   ", shown, flush=True)
+
+
 def _bf16_change(approximation, suffix=", bf16 inputs", tolerance=0.05):
     """A line giving the largest relative change of the error that bf16 inputs cause."""
     changes = [

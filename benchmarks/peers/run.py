@@ -24,7 +24,10 @@ from absl import app, flags
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
+sys.path.insert(1, REPO)
 import workload  # noqa: E402
+
+from benchmarks import report  # noqa: E402  (imports no TensorFlow: the orchestrator stays light)
 
 # The malloc settings every runner gets (relperf_tf/fast_malloc.py; read, not
 # imported: importing relperf_tf would load TensorFlow into this orchestrator).
@@ -170,15 +173,7 @@ def main(argv):
                 **run_one(python, runner, mode, setting),
             )
             row.update(name=name, wall_s=round(time.time() - start, 1))
-            print(
-                "   ",
-                {
-                    k: (round(v, 2) if isinstance(v, float) else v)
-                    for k, v in row.items()
-                    if k != "window_ms"
-                },
-                flush=True,
-            )
+            report.print_progress(row, 2, hidden="window_ms")
             measured[(mode, name, setting)].append(row)
     date = time.strftime("%Y-%m-%d")
     rows = [dict(median_round(runs), date=date) for runs in measured.values()]

@@ -203,15 +203,7 @@ def main(argv):
                 except subprocess.TimeoutExpired:
                     row = dict(spec, error=f"timed out after {FLAGS.timeout} s")
                 row.update(dims, remat=FLAGS.remat)
-                print(
-                    "   ",
-                    {
-                        k: (round(v, 3) if isinstance(v, float) else v)
-                        for k, v in row.items()
-                        if k != "step_times_ms"
-                    },
-                    flush=True,
-                )
+                report.print_progress(row, 3, hidden="step_times_ms")
                 row.setdefault(
                     "nb_features",
                     None
