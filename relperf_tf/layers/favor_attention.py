@@ -39,9 +39,10 @@ def fused_dense(inputs, layers):
         layer.activation is keras.activations.linear
         and not layer.lora_enabled
         and layer.quantization_mode is None
+        and layer.use_bias == layers[0].use_bias
         for layer in layers
     )
-    if len(layers) == 1 or not plain:  # LoRA or quantized layers compute their own way
+    if len(layers) == 1 or not plain:  # LoRA, quantized or mixed-bias layers: each its own way
         return tuple(layer(inputs) for layer in layers)
     dtype = inputs.dtype
     kernel = ops.concatenate([ops.cast(layer.kernel, dtype) for layer in layers], axis=-1)
