@@ -290,16 +290,20 @@ def _serving(rows):
         "images in, resized and normalised in the graph, "
         "float32 probabilities out), loaded back with `tf.saved_model.load` in the benchmark's "
         "process. Batch 1: 200 calls after a warm-up, "
-        "each timed; batch 128: the median window.",
+        "each timed; batch 128: the median window. *XLA*: exported with `--jit_compile` (TF "
+        "Serving needs `--xla_cpu_compilation_enabled=true`); its first call at a new batch size "
+        "compiles (first call: the first batch-1 call, loading excluded).",
         "",
-        "| model | m | precision | batch 1 p50 (ms) | batch 1 p99 (ms) | batch | images/s |",
-        "|---|---|---|---|---|---|---|",
+        "| model | m | setting | batch 1 p50 (ms) | batch 1 p99 (ms) | first call (ms) | batch "
+        "| images/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in served:
+        first = f"{r['first_call_ms']:.0f}" if "first_call_ms" in r else ""
         lines.append(
-            f"| {r['model']} | {_features(r)} | {r.get('precision', 'float32')} | "
-            f"{r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} | {r['batch_size']} | "
-            f"{r['images_per_s']:.1f} |"
+            f"| {r['model']} | {_features(r)} | {_setting(r)} | "
+            f"{r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} | {first} | "
+            f"{r['batch_size']} | {r['images_per_s']:.1f} |"
         )
     return lines + [""]
 

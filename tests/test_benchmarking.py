@@ -213,13 +213,14 @@ def test_a_tiny_configuration_measures_its_row_and_gemm_floor():
     assert "gemm_floor_ms" not in clipped and clipped["images_per_s"] > 0
 
 
-def test_serving_rows_time_the_exported_signature_and_render(tmp_path):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_serving_rows_time_the_exported_signature_and_render(tmp_path, jit_compile):
     row = benchmarking.time_config(
         "Performer",
         "serve",
         32,
         3,
-        False,
+        jit_compile,
         repeats=5,
         window_steps=1,
         dim=8,
@@ -231,17 +232,22 @@ def test_serving_rows_time_the_exported_signature_and_render(tmp_path):
         row["mode"] == "serve"
         and row["batch_size"] == 3
         and row["images_per_s"] > 0
-        and not row["jit_compile"]
+        and row["jit_compile"] is jit_compile
     )
     assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"] and row["latency_calls"] == 200
+    assert row["first_call_ms"] > 0
     assert "gemm_floor_ms" not in row
     path = tmp_path / "bench.md"
     report.render(dict(throughput=[row]), str(path))
     assert (
-        f"| Performer | 4 | float32 | {row['latency_p50_ms']:.1f} | {row['latency_p99_ms']:.1f} | "
-        f"3 | {row['images_per_s']:.1f} |" in path.read_text()
+        f"| Performer | 4 | {'XLA' if jit_compile else 'plain'} | {row['latency_p50_ms']:.1f} | "
+        f"{row['latency_p99_ms']:.1f} | {row['first_call_ms']:.0f} | 3 | "
+        f"{row['images_per_s']:.1f} |" in path.read_text()
     )
-    with pytest.raises(ValueError, match="image_size=32, jit_compile=False"):
+
+
+def test_serving_rows_need_the_serving_datasets_size():
+    with pytest.raises(ValueError, match="image_size=32"):
         benchmarking.time_config(
             "Performer", "serve", 16, 3, False, dim=8, depth=1, heads=2, nb_features=4
         )

@@ -22,11 +22,9 @@ print(out["probabilities"].dtype.name, out["classes"].dtype.name)
 """
 
 
-def test_export_round_trip_in_a_process_without_relperf(tmp_path, exported, fashion_mnist_dir):
-    run_dir, export_dir = exported
-    version_dir = os.path.join(export_dir, "1")
-    images, _ = data.raw_test_images("fashion_mnist", fashion_mnist_dir)
-    np.save(tmp_path / "images.npy", images[:64])
+def _served_without_relperf(version_dir, images, tmp_path):
+    """Probabilities of `serving_default` on `images`, computed in a process without relperf_tf."""
+    np.save(tmp_path / "images.npy", images)
     result = subprocess.run(
         [
             sys.executable,
@@ -43,11 +41,67 @@ def test_export_round_trip_in_a_process_without_relperf(tmp_path, exported, fash
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["float32", "int64"]
+    return np.load(tmp_path / "probs.npy")
+
+
+def _keras_probabilities(run_dir, images):
     model = runs.load_best_model(run_dir)
-    expected = tf.nn.softmax(
-        model.predict(data.preprocess(images[:64], "fashion_mnist", "linear"), verbose=0)
+    return tf.nn.softmax(
+        model.predict(data.preprocess(images, "fashion_mnist", "linear"), verbose=0)
     ).numpy()
-    assert np.abs(np.load(tmp_path / "probs.npy") - expected).max() <= 1e-5
+
+
+def test_export_round_trip_in_a_process_without_relperf(tmp_path, exported, fashion_mnist_dir):
+    run_dir, export_dir = exported
+    images = data.raw_test_images("fashion_mnist", fashion_mnist_dir)[0][:64]
+    served = _served_without_relperf(os.path.join(export_dir, "1"), images, tmp_path)
+    assert np.abs(served - _keras_probabilities(run_dir, images)).max() <= 1e-5
+
+
+def _xla_functions(version_dir):
+    """Names of the SavedModel's functions marked for XLA compilation."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    return [
+        function.signature.name
+        for graph in saved.meta_graphs
+        for function in graph.graph_def.library.function
+        if function.attr["_XlaMustCompile"].b
+    ]
+
+
+def test_xla_export_serves_the_same_probabilities(tmp_path, exported, fashion_mnist_dir):
+    run_dir, plain_dir = exported
+    export_dir = tmp_path / "xla"
+    result = run_script("export.py", [run_dir, f"--export_dir={export_dir}", "--jit_compile"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    version_dir = str(export_dir / "1")
+    assert _xla_functions(version_dir) and not _xla_functions(os.path.join(plain_dir, "1"))
+    assert export.read_metadata(version_dir)["jit_compile"] is True
+    assert export.read_metadata(os.path.join(plain_dir, "1"))["jit_compile"] is False
+    images = data.raw_test_images("fashion_mnist", fashion_mnist_dir)[0][:64]
+    served = _served_without_relperf(version_dir, images, tmp_path)
+    assert np.abs(served - _keras_probabilities(run_dir, images)).max() <= 1e-5
+    # The input checks stay outside the compiled function.
+    serve = tf.saved_model.load(version_dir).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images must be uint8"):
+        serve(images=tf.zeros([2, 32, 32, 1], tf.uint8))
+
+
+def test_jit_compile_is_refused_for_keras_files(tmp_path, tiny_run):
+    run_dir, _ = tiny_run
+    target = tmp_path / "model.keras"
+    result = run_script(
+        "export.py", [run_dir, f"--export_dir={target}", "--format=keras", "--jit_compile"]
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: flag --jit_compile applies to --format=saved_model only, not 'keras'."
+    )
+    assert not os.listdir(tmp_path)
 
 
 def test_saved_model_cli_lists_the_signature(exported):

@@ -55,7 +55,9 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "batch_size", None, "Batch size (default: 16 train, 128 infer and serve; 4 at >= 128 px)."
 )
-flags.DEFINE_boolean("jit_compile", False, "XLA-compile the steps.")
+flags.DEFINE_boolean(
+    "jit_compile", False, "XLA-compile the steps (serve: export with export.py's --jit_compile)."
+)
 flags.DEFINE_string(
     "position_kernel",
     "favor",
@@ -184,7 +186,7 @@ def main(argv):
                     mode=mode,
                     image_size=size,
                     batch_size=batch,
-                    jit_compile=FLAGS.jit_compile and mode != "serve",
+                    jit_compile=FLAGS.jit_compile,
                     repeats=FLAGS.repeats,
                     window_steps=FLAGS.window_steps,
                     remat=FLAGS.remat,
