@@ -24,7 +24,6 @@ from relperf_tf.layers import (
     ClippedRelativeAttention,
     FavorAttention,
     FavorKernel,
-    GridRelativeAttention,
     LearnableSinusoidEncoding,
     PixelEmbedding,
     RelativeFavorAttention,
@@ -33,6 +32,7 @@ from relperf_tf.layers import (
 from relperf_tf.layers.favor_kernel import upgrade_legacy_options
 from relperf_tf.layers.grid_positions import GridPositions
 from relperf_tf.layers.locality_prior import initial_frequencies, local_rotations
+from relperf_tf.layers.relative_attention import POSITION_KERNELS
 
 # With an exact positional factor, the last block's class-token query has
 # factor 1 with every token: its α, β are not used, and Keras' optimizer would
@@ -49,9 +49,6 @@ POSITION_ENCODINGS = {
     "RelativePerformer": "relative",
     "ClippedRelativePerformer": "clipped",
 }
-# How RelativePerformer's positional logits enter: estimated with the content by
-# FAVOR+ (the paper), or as an exact factor with grid offsets or cyclic ones.
-POSITION_KERNELS = ("favor", "exact", "circular")
 # The layers whose options a model passes through (each owns its `SETTINGS`).
 LAYER_OWNERS = (
     PixelEmbedding,
@@ -256,9 +253,9 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
         for owner in LAYER_OWNERS:
             owner.check_options(**_options_of(owner, options))
         PixelEmbedding.check_width(dim, image_shape[2], options.get("embedding_type"))
-        if encoding == "relative" and values["position_kernel"] != "favor":
-            GridRelativeAttention.check_options(
-                content_rel_attn=options.get("content_rel_attn", False)
+        if encoding == "relative":
+            RelativeFavorAttention.check_kernel(
+                values["position_kernel"], options.get("content_rel_attn", False)
             )
         return options
 
@@ -313,9 +310,9 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
             **self._sublayer,
         )
         if self.position_encoding == "relative":
-            layer = GridRelativeAttention if self._grid_positions() else RelativeFavorAttention
-            return layer(
+            return RelativeFavorAttention(
                 self.heads,
+                position_kernel=self.position_kernel,
                 **_options_of(RelativeFavorAttention, self.layer_options),
                 **self._rotation_initializers(),
                 **favor,

@@ -16,6 +16,8 @@ def run_layer_test(
     expected_trainable_weights,
     expected_non_trainable_weights=0,
     run_mixed_precision_check=True,
+    keyword_inputs=None,
+    call_options=None,
 ):
     """Weight counts, config and JSON round trips, eager and symbolic calls, a train step,
     `.keras` reload and a `mixed_bfloat16` pass.
@@ -25,13 +27,18 @@ def run_layer_test(
             and returning a fresh layer.
         inputs: list of NumPy arrays (or lists of them), the layer's positional
             call arguments.
+        keyword_inputs: dict of NumPy arrays (or lists of them), keyword
+            tensor arguments (e.g. `positions`).
+        call_options: dict of non-tensor keyword arguments (e.g. `grid_shape`).
         expected_shape: the output shape for `inputs`.
         expected_trainable_weights, expected_non_trainable_weights: how many
             weights the built layer holds.
         run_mixed_precision_check: whether to run the `mixed_bfloat16` pass.
     """
+    keyword_inputs = dict(keyword_inputs or {})
+    call_options = dict(call_options or {})
     layer = make_layer()
-    output = layer(*inputs)
+    output = layer(*inputs, **keyword_inputs, **call_options)
     assert tuple(output.shape) == tuple(expected_shape)
     assert len(layer.trainable_weights) == expected_trainable_weights
     assert len(layer.non_trainable_weights) == expected_non_trainable_weights
@@ -42,10 +49,15 @@ def run_layer_test(
     from_json = layer.__class__.from_config(json.loads(json.dumps(config)))
     assert json.dumps(from_json.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
 
-    symbolic = keras.tree.map_structure(
-        lambda x: keras.Input(batch_shape=x.shape, dtype=str(x.dtype)), inputs
-    )
-    model = keras.Model(symbolic, make_layer()(*symbolic))
+    def symbolic_of(x):
+        return keras.Input(batch_shape=x.shape, dtype=str(x.dtype))
+
+    symbolic = keras.tree.map_structure(symbolic_of, inputs)
+    symbolic_keywords = keras.tree.map_structure(symbolic_of, keyword_inputs)
+    model_inputs = list(symbolic) + [symbolic_keywords[k] for k in sorted(symbolic_keywords)]
+    model_outputs = make_layer()(*symbolic, **symbolic_keywords, **call_options)
+    model = keras.Model(model_inputs, model_outputs)
+    all_inputs = list(inputs) + [keyword_inputs[k] for k in sorted(keyword_inputs)]
     assert tuple(model.output.shape) == tuple(expected_shape)
 
     target = np.ones(expected_shape, "float32")
@@ -54,7 +66,7 @@ def run_layer_test(
         # One optimizer step by hand: inputs without a batch axis (shared
         # positional tables) are fine here, where `fit` would refuse them.
         with tf.GradientTape() as tape:
-            prediction = keras.ops.cast(model(list(inputs), training=True), "float32")
+            prediction = keras.ops.cast(model(all_inputs, training=True), "float32")
             loss = keras.ops.mean(keras.ops.square(prediction - target))
         optimizer = keras.optimizers.Adam()
         optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
@@ -63,11 +75,11 @@ def run_layer_test(
     path = str(tmp_path / "layer.keras")
     model.save(path)
     reloaded = keras.models.load_model(path)
-    np.testing.assert_allclose(reloaded(list(inputs)), model(list(inputs)), atol=1e-6)
+    np.testing.assert_allclose(reloaded(all_inputs), model(all_inputs), atol=1e-6)
 
     if run_mixed_precision_check:
         mixed = make_layer(dtype="mixed_bfloat16")
-        outputs = keras.tree.flatten(mixed(*inputs))
+        outputs = keras.tree.flatten(mixed(*inputs, **keyword_inputs, **call_options))
         assert all(o.dtype == mixed.compute_dtype == "bfloat16" for o in outputs)
         for weight in mixed.weights:
             if "float" in str(weight.dtype):

@@ -102,12 +102,12 @@ def test_exact_factor_with_exact_kernel_is_strategy_one():
     encoding = LearnableSinusoidEncoding(3, 14.0)
     grid = GridRelativeAttention(2, feature_map="exact")
     offsets = [encoding(relative_offsets(n)[..., None]) for n in (HEIGHT, WIDTH)]
-    out = grid(inputs, offsets)
+    out = grid(inputs, positions=offsets)
     strategy_one = RelativeFavorAttention(2, feature_map="exact")
     positions = np.pad(np.array(encoding(grid_coordinates(HEIGHT, WIDTH))), ((1, 0), (0, 0)))
-    strategy_one.build(inputs.shape, positions.shape)
+    strategy_one.build(inputs.shape, positions_shape=positions.shape)
     strategy_one.set_weights(grid.get_weights())
-    np.testing.assert_allclose(out, strategy_one(inputs, positions), atol=1e-5)
+    np.testing.assert_allclose(out, strategy_one(inputs, positions=positions), atol=1e-5)
 
 
 def place_pair(content_a, content_b, position, offset, background):
@@ -170,7 +170,9 @@ def test_circular_factor_moves_outputs_with_cyclic_shifts():
     class_token = rng.normal(size=(2, 1, 16)).astype("float32")
 
     def run(g):
-        return np.array(layer(np.concatenate([class_token, g.reshape(2, -1, 16)], axis=1), offsets))
+        return np.array(
+            layer(np.concatenate([class_token, g.reshape(2, -1, 16)], axis=1), positions=offsets)
+        )
 
     base = run(grid)
     for shift in [(1, 0), (0, 3), (2, -3)]:
@@ -192,8 +194,9 @@ def test_grid_relative_attention_layer(tmp_path):
     run_layer_test(
         tmp_path,
         lambda **kw: GridRelativeAttention(2, nb_features=8, **kw),
-        [inputs, offsets],
+        [inputs],
         (2, HEIGHT * WIDTH + 1, 16),
+        keyword_inputs=dict(positions=offsets),
         expected_trainable_weights=10,  # q, k, v, output (kernel, bias); α, β
         expected_non_trainable_weights=2,
     )

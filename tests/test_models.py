@@ -249,8 +249,8 @@ def test_last_block_computing_the_class_token_alone_changes_nothing(name, option
     last = model.blocks[-1]
     original_call = last.call
 
-    def full_call(inputs, positions=None, training=None, query_index=None):
-        out = original_call(inputs, positions, training=training)  # every token
+    def full_call(inputs, positions=None, training=None, query_index=None, **kwargs):
+        out = original_call(inputs, positions, training=training, **kwargs)  # every token
         full.append(np.array(out[:, query_index]))
         return out[:, query_index][:, None]
 

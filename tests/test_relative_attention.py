@@ -35,8 +35,8 @@ def test_relative_query_key_products_depend_only_on_differences():
     x, coords, encoding = setup()
     for content_rel_attn in (False, True):
         layer = RelativeFavorAttention(2, content_rel_attn=content_rel_attn, feature_map="exact")
-        base = np.array(layer(x, encoding(coords)))
-        moved = np.array(layer(x, encoding(coords + OFFSET)))
+        base = np.array(layer(x, positions=encoding(coords)))
+        moved = np.array(layer(x, positions=encoding(coords + OFFSET)))
         np.testing.assert_allclose(moved, base, atol=1e-5)
 
 
@@ -59,8 +59,8 @@ def test_favor_features_are_equivariant_up_to_estimator_noise():
         for seed in range(4):
             keras.utils.set_random_seed(0)  # same dense weights, α, β for every m
             layer = RelativeFavorAttention(2, nb_features=m, eps=0.0, seed=seed)
-            base = np.array(layer(x, encoding(coords)))
-            moved = np.array(layer(x, encoding(coords + OFFSET)))
+            base = np.array(layer(x, positions=encoding(coords)))
+            moved = np.array(layer(x, positions=encoding(coords + OFFSET)))
             deviation.append(np.abs(moved - base).mean())
         deviations[m] = np.mean(deviation)
     print("relative FAVOR+ translation deviation by m:", deviations)
@@ -75,7 +75,7 @@ def test_class_token_without_position_sees_positions_only_through_content():
     positions[0] = 0.0
     moved = np.array(encoding(coords + OFFSET))
     moved[0] = 0.0
-    np.testing.assert_allclose(layer(x, moved), layer(x, positions), atol=1e-5)
+    np.testing.assert_allclose(layer(x, positions=moved), layer(x, positions=positions), atol=1e-5)
 
 
 @pytest.mark.parametrize("content_rel_attn", [False, True])
@@ -87,8 +87,9 @@ def test_relative_attention_layer(tmp_path, content_rel_attn):
         lambda **kw: RelativeFavorAttention(
             2, content_rel_attn=content_rel_attn, nb_features=8, **kw
         ),
-        [x, positions],
+        [x],
         (2, 12, 16),
+        keyword_inputs=dict(positions=positions),
         # q, k, v, output (kernel, bias); α, β; the content rotation's Dense.
         expected_trainable_weights=12 if content_rel_attn else 10,
         expected_non_trainable_weights=2,

@@ -5,7 +5,9 @@ import numpy as np
 from keras import ops
 
 from relperf_tf import settings
+from relperf_tf.layers import attention_masks
 from relperf_tf.layers.favor_attention import FavorAttention
+from relperf_tf.layers.feature_maps import safe_divide
 
 
 def window_tables(height, width, clipping_dist, class_token):
@@ -90,6 +92,18 @@ def ring_sums(value, grid_shape, clipping_dist):
     return rings
 
 
+def grid_distances(grid_shape, clipping_dist, class_token):
+    """min(|Δrow| + |Δcol|, D) between tokens (D for every pair with the class token), int32
+    `[tokens, tokens]`; quadratic: for attention maps and tests."""
+    height, width = grid_shape
+    rows, cols = np.divmod(np.arange(height * width), width)
+    distance = np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])
+    distance = np.minimum(distance, clipping_dist)
+    if class_token:
+        distance = np.pad(distance, ((0, 1), (0, 1)), constant_values=clipping_dist)
+    return distance.astype("int32")
+
+
 @keras.saving.register_keras_serializable(package="relperf_tf")
 class ClippedRelativeAttention(FavorAttention):
     """Half FAVOR+ content heads, half clipped-relative heads, O(N·D²·d).
@@ -100,38 +114,44 @@ class ClippedRelativeAttention(FavorAttention):
     computed as exp(q_i·r_D) Σ_j v_j + Σ_(d<D) (exp(q_i·r_d) − exp(q_i·r_D)) R_d(i):
     one global sum plus the ring sums R_d(i) = Σ_(d(i,j)=d) v_j, which do not
     depend on the query (`ring_sums`: 4D shifted adds of the value grid,
-    O(N·D·d), no gather).
+    O(N·D·d), no gather). Masked keys drop out of every sum and every count
+    (the ring sums carry a validity channel).
     The scores use the exact exponential (D + 1 dot products per query), the
     limit that FAVOR+ features φ(q)·φ(r) estimate, so the layer is
     deterministic.
 
     Args:
         num_heads: int, even; the first half are content heads.
-        grid_shape: (height, width) of the token grid (any H×W).
+        grid_shape: (height, width) of the token grid (any H×W), or None: the
+            grid is given at call time, or else the tokens are one row (1-D).
         clipping_dist: int, the clipping distance D >= 1: Manhattan distances
             beyond D share one learned embedding (as do the class token's pairs).
         class_token: bool, whether one class token follows the grid tokens.
-        **kwargs: FAVOR+ options of `FavorAttention` (content heads).
+        **kwargs: `FavorAttention`'s arguments (MultiHeadAttention's and the
+            FAVOR+ options of the content heads).
 
     Call arguments:
-        inputs: `[batch, H·W (+1), dim]`, grid tokens row-major, class token last.
-        training: bool.
+        query, value, key, masks, return_attention_scores, training: as
+            `FavorAttention`; query and value lie on the same grid (T = S).
+            `use_causal_mask=True` is rejected (windows look both ways).
+        grid_shape: optional (H, W) for this call (default: the constructor's).
         query_index: optional int, only that token's output (see `FavorAttention`).
 
     Returns:
         `[batch, tokens, dim]` (`[batch, 1, dim]` with `query_index`).
 
     Example:
-    >>> layer = ClippedRelativeAttention(2, grid_shape=(3, 4), clipping_dist=2)
-    >>> layer(keras.random.normal((1, 13, 8))).shape
+    >>> layer = ClippedRelativeAttention(2, clipping_dist=2)
+    >>> x = keras.random.normal((1, 13, 8))
+    >>> layer(x, x, grid_shape=(3, 4)).shape
     (1, 13, 8)
     """
 
-    def __init__(self, num_heads, grid_shape, clipping_dist=8, class_token=True, **kwargs):
+    def __init__(self, num_heads, grid_shape=None, clipping_dist=8, class_token=True, **kwargs):
         super().__init__(num_heads, **kwargs)
         self.check_heads_even(self.num_heads)
         self.check_options(clipping_dist=clipping_dist)
-        self.grid_shape = tuple(int(s) for s in grid_shape)
+        self.grid_shape = None if grid_shape is None else tuple(int(s) for s in grid_shape)
         self.clipping_dist = int(clipping_dist)
         self.class_token = bool(class_token)
 
@@ -153,66 +173,143 @@ class ClippedRelativeAttention(FavorAttention):
     def _key_heads(self):
         return self.num_heads // 2
 
-    def build(self, inputs_shape):
-        self._build_projections(inputs_shape)
-        height, width = self.grid_shape
-        tokens = height * width + int(self.class_token)
-        if inputs_shape[1] is not None and inputs_shape[1] != tokens:
-            raise ValueError(
-                f"ClippedRelativeAttention got {inputs_shape[1]} tokens; grid_shape="
-                f"{self.grid_shape} with class_token={self.class_token} needs {tokens}."
-            )
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        self._build_projections(query_shape, value_shape, key_shape)
+        if self.grid_shape is not None and query_shape[1] is not None:
+            self._grid(query_shape[1], None)  # the constructor's grid must fit
         self.relative_embeddings = self.add_weight(
             name="relative_embeddings",
             shape=(self.num_heads // 2, self.clipping_dist + 1, self.head_dim),
             initializer=keras.initializers.RandomNormal(0.0, 1.0),
         )
-        neighbours, valid, ring, counts = window_tables(
-            height, width, self.clipping_dist, self.class_token
-        )
-        self._neighbours, self._valid, self._ring, self._counts = neighbours, valid, ring, counts
-        self._tokens = float(tokens)
 
-    def relative_heads(self, query, value, query_index=None):
+    def _grid(self, tokens, grid_shape):
+        """The (H, W) of this call: given, the constructor's, or one row of the grid tokens."""
+        grid_shape = grid_shape or self.grid_shape
+        if grid_shape is None:
+            return (1, tokens - int(self.class_token))
+        height, width = (int(s) for s in grid_shape)
+        needed = height * width + int(self.class_token)
+        if tokens != needed:
+            raise ValueError(
+                f"ClippedRelativeAttention got {tokens} tokens; grid_shape={(height, width)} "
+                f"with class_token={self.class_token} needs {needed}."
+            )
+        return (height, width)
+
+    def relative_heads(self, query, value, query_index=None, *, grid_shape=None, key_valid=None):
         """Clipped-relative attention. query `[b, h_r, n_q, d]`, value `[b, h_r, n, d]` → `[b, h_r,
         n_q, d]`.
 
-        n_q = n, or 1 for the token `query_index` alone. Computed in float32
-        (scores, their exponentials and the normaliser), as the content heads' FAVOR+.
+        n_q = n, or 1 for the token `query_index` alone. `grid_shape`: this
+        call's grid (default: the layer's, see `_grid`); `key_valid`: optional
+        `[b, n]` bool. Computed in float32 (scores, their exponentials and
+        the normaliser), as the content heads' FAVOR+.
         """
         query, value = ops.cast(query, "float32"), ops.cast(value, "float32")
+        dim = value.shape[-1]
+        if key_valid is None:
+            valid = ops.ones_like(value[..., :1])
+        else:
+            valid = ops.broadcast_to(
+                ops.cast(key_valid, "float32")[:, None, :, None], ops.shape(value[..., :1])
+            )
+        # [v_j, 1] of the valid keys: every sum below carries its own count.
+        value_and_valid = ops.concatenate([value * valid, valid], axis=-1)
         embeddings = ops.cast(self.relative_embeddings, "float32")
         scores = ops.einsum("bhnd,hrd->bhnr", query, embeddings)
         scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
         scores = scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
         weights = ops.exp(scores)
-        far = weights[..., -1]  # [b, h, n]
-        near = weights[..., :-1] - far[..., None]  # [b, h, n, D]
-        counts = (
-            self._counts if query_index is None else np.take(self._counts, [query_index], axis=0)
-        )
-        numerator = far[..., None] * ops.sum(value, axis=2, keepdims=True)
-        denominator = far * self._tokens + ops.einsum("bhnr,nr->bhn", near, counts)
+        far = weights[..., -1:]  # [b, h, n, 1]
+        near = weights[..., :-1] - far  # [b, h, n, D]
+        out = far * ops.sum(value_and_valid, axis=2, keepdims=True)
+        grid_shape = self._grid(value.shape[2], grid_shape)
+        height, width = grid_shape
         if query_index is None:
-            for distance, ring in enumerate(ring_sums(value, self.grid_shape, self.clipping_dist)):
-                numerator = numerator + near[..., distance, None] * ring
-        elif not self.class_token or query_index not in (-1, len(self._counts) - 1):
-            # One grid token: gather its window (the class token has none).
-            neighbours = np.take(self._neighbours, query_index, axis=0)  # [K]
-            valid = np.take(self._valid, query_index, axis=0)
-            window_weights = ops.take(near, self._ring, axis=-1) * valid  # [b, h, 1, K]
-            window_values = ops.take(value, neighbours, axis=2)  # [b, h, K, d]
-            numerator = numerator + ops.einsum("bhnk,bhkd->bhnd", window_weights, window_values)
-        return numerator / denominator[..., None]
+            rings = ring_sums(value_and_valid, grid_shape, self.clipping_dist)
+            for distance, ring in enumerate(rings):
+                out = out + near[..., distance, None] * ring
+        else:
+            tokens = value.shape[2]
+            index = query_index % tokens
+            if not self.class_token or index != tokens - 1:
+                # One grid token: gather its window (the class token has none).
+                neighbours, valid_window, ring, _ = window_tables(
+                    height, width, self.clipping_dist, self.class_token
+                )
+                window_weights = ops.take(near, ring, axis=-1) * valid_window[index]  # [b, h, 1, K]
+                window_values = ops.take(value_and_valid, neighbours[index], axis=2)
+                out = out + ops.einsum("bhnk,bhkd->bhnd", window_weights, window_values)
+        return safe_divide(out[..., :dim], out[..., dim:])
 
-    def call(self, inputs, training=None, query_index=None):
-        query, key, value = self._project(inputs, query_index)
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+        grid_shape=None,
+        query_index=None,
+    ):
+        if use_causal_mask:
+            raise ValueError(
+                "use_causal_mask=True is not allowed with ClippedRelativeAttention: its windows "
+                "look both ways; use FavorAttention or a 1-D RelativeFavorAttention."
+            )
+        value, key, query_valid, key_valid = self._inputs_and_masks(
+            query, value, key, query_mask, value_mask, key_mask, attention_mask, query_index
+        )
+        if query.shape[1] != value.shape[1]:
+            raise ValueError(
+                f"ClippedRelativeAttention needs query and value on one grid (T = S); got "
+                f"T={query.shape[1]} and S={value.shape[1]}."
+            )
+        grid = self._grid(value.shape[1], grid_shape)
+        q, k, v = self._project(query, value, key, query_index)
         half = self.num_heads // 2
-        content = self._favor(query[:, :half], key, value[:, :half], training=training)
-        relative = self.relative_heads(query[:, half:], value[:, half:], query_index)
-        return self._output(ops.concatenate([content, relative], axis=1))
+        key_weights = attention_masks.key_weights(key_valid, "float32")
+        content = self._favor(
+            q[:, :half], k, v[:, :half], training=training, key_weights=key_weights
+        )
+        relative = self.relative_heads(
+            q[:, half:], v[:, half:], query_index, grid_shape=grid, key_valid=key_valid
+        )
+        output = self._output(ops.concatenate([content, relative], axis=1), query_valid, training)
+        if not return_attention_scores:
+            return output
+        weights = self.attention_weights(q, k, grid, key_weights, query_index)
+        return output, attention_masks.zero_masked_queries(weights, query_valid)
 
-    def pair_weights(self, inputs, positions=None):
+    def _relative_scores(self, query, grid_shape, query_index=None):
+        """log of the relative heads' unnormalised weights q_i·r_d(i,j)/√d, `[b, h_r, n_q, n]`."""
+        distance = grid_distances(grid_shape, self.clipping_dist, self.class_token)
+        if query_index is not None:
+            distance = distance[[query_index]]
+        scores = ops.einsum("bhnd,hrd->bhnr", query, ops.cast(self.relative_embeddings, "float32"))
+        scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
+        return ops.take_along_axis(scores, distance[None, None], axis=-1)
+
+    def attention_weights(self, q, k, grid_shape, key_weights=None, query_index=None):
+        """Normalised weights `[batch, heads, T, S]`: content heads, then relative heads.
+        Quadratic: for inspection and tests."""
+        half = self.num_heads // 2
+        content = self._favor.attention_weights(q[:, :half], k, key_weights=key_weights)
+        scores = self._relative_scores(ops.cast(q[:, half:], "float32"), grid_shape, query_index)
+        scores = scores - ops.max(scores, axis=-1, keepdims=True)
+        relative = ops.exp(scores)
+        if key_weights is not None:
+            relative = relative * ops.swapaxes(key_weights, -1, -2)
+        relative = safe_divide(relative, ops.sum(relative, axis=-1, keepdims=True))
+        return ops.concatenate([content, relative], axis=1)
+
+    def pair_weights(self, inputs, positions=None, grid_shape=None):
         """Unnormalised weights `[batch, heads, tokens, tokens]`: content heads, then relative
         heads.
 
@@ -220,21 +317,12 @@ class ClippedRelativeAttention(FavorAttention):
         (D for every pair with the class token). Quadratic: for inspection and tests.
         """
         if not self.built:
-            self(inputs)
-        query, key, _ = self._project(inputs)
+            self(inputs, inputs, grid_shape=grid_shape)
+        query, key, _ = self._project(inputs, inputs, inputs)
         half = self.num_heads // 2
         content = self._favor.pair_weights(query[:, :half], key)
-        height, width = self.grid_shape
-        rows, cols = np.divmod(np.arange(height * width), width)
-        distance = np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])
-        distance = np.minimum(distance, self.clipping_dist)
-        if self.class_token:
-            distance = np.pad(distance, ((0, 1), (0, 1)), constant_values=self.clipping_dist)
-        scores = ops.einsum("bhnd,hrd->bhnr", query[:, half:], self.relative_embeddings)
-        scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
-        relative = ops.exp(
-            ops.take_along_axis(scores, distance[None, None].astype("int32"), axis=-1)
-        )
+        grid = self._grid(inputs.shape[1], grid_shape)
+        relative = ops.exp(self._relative_scores(query[:, half:], grid))
         return ops.concatenate([content, relative], axis=1)
 
     def get_config(self):

@@ -1,11 +1,19 @@
-"""Multi-head self-attention whose kernel is FAVOR+ (linear in tokens)."""
+"""Multi-head attention whose kernel is FAVOR+ (linear in tokens), MultiHeadAttention's contract."""
 
 import keras
 import numpy as np
 from keras import ops
 
 from relperf_tf import settings
-from relperf_tf.layers.favor_kernel import FavorKernel, upgrade_legacy_options
+from relperf_tf.layers import attention_masks
+from relperf_tf.layers.favor_kernel import FAVOR_OPTIONS, FavorKernel, upgrade_legacy_options
+
+try:  # Keras' own accessor, on every backend (tensors of some backends take no attributes)
+    from keras.src.backend import get_keras_mask
+except ImportError:  # pragma: no cover
+
+    def get_keras_mask(x):
+        return getattr(x, "_keras_mask", None)
 
 
 def split_heads(x, heads):
@@ -53,48 +61,137 @@ def fused_dense(inputs, layers):
     return tuple(ops.split(outputs, list(np.cumsum(widths)[:-1]), axis=-1))
 
 
+def implicit_mask(x):
+    """The Keras mask attached to `x` (e.g. by `Embedding(mask_zero=True)`), or None."""
+    return None if x is None else get_keras_mask(x)
+
+
+def _initializer(config):
+    return keras.initializers.get(keras.initializers.serialize(keras.initializers.get(config)))
+
+
 @keras.saving.register_keras_serializable(package="relperf_tf")
 class FavorAttention(keras.layers.Layer):
-    """Multi-head self-attention with a FAVOR+ kernel and no position input.
+    """Multi-head attention with a FAVOR+ kernel: `keras.layers.MultiHeadAttention`'s contract
+    in time linear in tokens.
 
-    q, k, v = W_q x, W_k x, W_v x split into heads `[batch, heads, tokens,
-    dim/heads]`; out = W_o · FAVOR+(q, k, v). Used by `Performer` (positions
-    already added to x) and `NoposPerformer`; relative variants subclass it.
+    q = W_q query, k = W_k key, v = W_v value split into heads `[batch, heads,
+    tokens, key_dim]`; out = W_o · FAVOR+(q, k, v) (arXiv:2009.14794). Self-
+    or cross-attention (T ≠ S), key/query padding masks and causal attention
+    (`attention_masks`, `causal_attention`); used by `Performer` (positions
+    already added to the tokens) and `NoposPerformer`; relative variants
+    subclass it.
 
     The FAVOR+ kernel (`FavorKernel`) computes in float32 whatever the
     layer's dtype policy: under `mixed_bfloat16` the projections run in bf16,
     the feature maps and the normaliser in float32.
 
     Args:
-        num_heads: int, number of heads; must divide the input width.
+        num_heads: int, number of heads.
+        key_dim: int, width of each head's query and key (None: the query's
+            width / num_heads, which must divide it).
+        value_dim: int, width of each head's value (None: key_dim).
+        dropout: float in [0, 1), dropout on each head's attention output
+            (linear attention has no attention matrix to drop entries from).
+        use_bias: bool, biases of the four projections.
+        output_shape: int, width of the output (None: the query's width).
+        kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, kernel_constraint, bias_constraint: of the
+            four projections, as in `keras.layers.Dense`.
+        activity_regularizer: of the layer's output.
         **favor_options: options of `FavorKernel` (`nb_features`,
-            `feature_map`, `feature_redraw_interval`, `scaling`, `seed`,
-            `eps`, `remat`); stored once, by the kernel.
+            `feature_map`, `feature_redraw_interval`, `scaling`, `seed`
+            (also the dropout's), `eps`, `remat`, `chunk_size`); stored once,
+            by the kernel.
 
     Call arguments:
-        inputs: `[batch, tokens, dim]`.
-        training: bool, enables feature redraws.
+        query: `[batch, T, dim]`.
+        value: `[batch, S, dim_v]` (None: self-attention on `query`).
+        key: `[batch, S, dim_k]` (None: `value`).
+        query_mask: `[batch, T]` bool (True = a real token; default: the
+            query's Keras mask); masked queries' outputs are zero.
+        value_mask, key_mask: `[batch, S]` bool; masked keys are not attended.
+        attention_mask: `[batch, 1, S]` (keys) or `[batch, T, 1]` (queries)
+            bool; a pairwise `[batch, T, S]` mask cannot be applied in linear
+            time and raises a ValueError (`attention_masks`).
+        use_causal_mask: bool, query i attends to keys j <= i (T = S), by
+            chunked prefix sums in O(N·m·d).
+        return_attention_scores: bool, also return the normalised weights
+            `[batch, heads, T, S]` the layer applies (quadratic: for
+            inspection and tests).
+        training: bool, enables feature redraws and dropout.
         query_index: optional int; compute only that token's output (its
             query against every key), `[batch, 1, dim]`: what a classifier
             that reads one token needs from the last block.
 
     Returns:
-        `[batch, tokens, dim]` (`[batch, 1, dim]` with `query_index`).
+        `[batch, T, output_shape or dim]` (`[batch, 1, …]` with
+        `query_index`), and the weights with `return_attention_scores`.
 
     Example:
-    >>> FavorAttention(num_heads=2)(keras.random.normal((1, 9, 8))).shape
+    >>> x = keras.random.normal((1, 9, 8))
+    >>> FavorAttention(num_heads=2, key_dim=4)(x, x).shape
     (1, 9, 8)
     """
 
     # Keras' own constructor arguments; every other keyword is a FAVOR+ option.
     _LAYER_ARGUMENTS = ("name", "dtype", "trainable", "autocast")
 
-    def __init__(self, num_heads, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        value_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        output_shape=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
         layer_kwargs = {k: kwargs.pop(k) for k in self._LAYER_ARGUMENTS if k in kwargs}
-        super().__init__(**layer_kwargs)
+        super().__init__(activity_regularizer=activity_regularizer, **layer_kwargs)
+        self.supports_masking = True
         settings.check_int("num_heads", num_heads, 1)
+        settings.check_optional_int("key_dim", key_dim, 1)
+        settings.check_optional_int("value_dim", value_dim, 1)
+        settings.check_number("dropout", dropout, 0.0, 1.0)
+        if isinstance(output_shape, (list, tuple)):
+            if len(output_shape) != 1:
+                raise ValueError(
+                    f"output_shape={output_shape!r} is not allowed; use one int (the output width)."
+                )
+            output_shape = output_shape[0]
+        settings.check_optional_int("output_shape", output_shape, 1)
+        unknown = sorted(set(kwargs) - set(FAVOR_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword arguments {unknown}; it takes "
+                "MultiHeadAttention's arguments (num_heads, key_dim, value_dim, dropout, "
+                "use_bias, output_shape, initializers, regularizers, constraints) and the FAVOR+ "
+                f"options {FAVOR_OPTIONS}."
+            )
         self.num_heads = int(num_heads)
+        self.key_dim = None if key_dim is None else int(key_dim)
+        self.value_dim = None if value_dim is None else int(value_dim)
+        self.dropout = float(dropout)
+        self.use_bias = bool(use_bias)
+        self.output_shape = None if output_shape is None else int(output_shape)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
         self._favor = FavorKernel(**kwargs, name="favor", dtype=self.dtype_policy.variable_dtype)
+        self._dropout_layer = keras.layers.Dropout(
+            self.dropout, seed=self._favor.seed, dtype=self.dtype_policy
+        )
 
     @property
     def favor(self):
@@ -106,7 +203,8 @@ class FavorAttention(keras.layers.Layer):
         """Heads split the token width evenly."""
         if dim % num_heads:
             raise settings.InvalidSetting(
-                f"dim={dim} is not divisible by heads={num_heads}; choose heads that divide dim.",
+                f"dim={dim} is not divisible by heads={num_heads}; choose heads that divide dim "
+                "(or set key_dim).",
                 ["dim", "heads"],
             )
 
@@ -121,65 +219,191 @@ class FavorAttention(keras.layers.Layer):
     def _key_heads(self):
         return self.num_heads
 
-    def _build_projections(self, inputs_shape, positions_shape=None):
-        dim = int(inputs_shape[-1])
-        self.check_heads(dim, self.num_heads)
-        self.head_dim = dim // self.num_heads
-        dense = dict(dtype=self.dtype_policy)
-        self._query_dense = keras.layers.Dense(dim, name="query", **dense)
-        self._key_dense = keras.layers.Dense(self._key_heads() * self.head_dim, name="key", **dense)
-        self._value_dense = keras.layers.Dense(dim, name="value", **dense)
-        self._output_dense = keras.layers.Dense(dim, name="output", **dense)
-        for layer in (self._query_dense, self._key_dense, self._value_dense, self._output_dense):
-            layer.build(inputs_shape)
+    def _dense(self, units, name, input_shape):
+        layer = keras.layers.Dense(
+            units,
+            use_bias=self.use_bias,
+            kernel_initializer=_initializer(self.kernel_initializer),
+            bias_initializer=_initializer(self.bias_initializer),
+            kernel_regularizer=self.kernel_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            bias_constraint=self.bias_constraint,
+            name=name,
+            dtype=self.dtype_policy,
+        )
+        layer.build(input_shape)
+        return layer
+
+    def _build_projections(
+        self, query_shape, value_shape=None, key_shape=None, positions_shape=None
+    ):
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        dim = int(query_shape[-1])
+        if self.key_dim is None:
+            self.check_heads(dim, self.num_heads)
+        self.head_dim = self.key_dim or dim // self.num_heads
+        self.head_value_dim = self.value_dim or self.head_dim
+        self._query_dense = self._dense(self.num_heads * self.head_dim, "query", query_shape)
+        self._key_dense = self._dense(self._key_heads() * self.head_dim, "key", key_shape)
+        self._value_dense = self._dense(self.num_heads * self.head_value_dim, "value", value_shape)
+        self._output_dense = self._dense(
+            self.output_shape or dim,
+            "output",
+            tuple(query_shape[:-1]) + (self.num_heads * self.head_value_dim,),
+        )
         width = self.head_dim + self._extra_query_key_dim(positions_shape)
         self._favor.build((None, self._key_heads(), None, width))
 
-    def build(self, inputs_shape):
-        self._build_projections(inputs_shape)
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        self._build_projections(query_shape, value_shape, key_shape)
 
-    def _project(self, inputs, query_index=None):
-        """Per-head q `[b, h, n, d]` (n = 1 with `query_index`), k `[b, h_k, n, d]`, v `[b, h, n,
-        d]`."""
+    def _project(self, query, value, key, query_index=None):
+        """Per-head q `[b, h, T, d]` (T = 1 with `query_index`), k `[b, h_k, S, d]`, v `[b, h, S,
+        d_v]`."""
         layers = (self._query_dense, self._key_dense, self._value_dense)
-        if query_index is None:
-            query, key, value = fused_dense(inputs, layers)
+        if query_index is not None:
+            query = select_token(query, query_index)
+        if query is value and key is value:
+            query, key, value = fused_dense(query, layers)
+        elif key is value:
+            query = self._query_dense(query)
+            key, value = fused_dense(value, layers[1:])
         else:
-            query = self._query_dense(select_token(inputs, query_index))
-            key, value = fused_dense(inputs, layers[1:])
+            query, key, value = (layer(x) for layer, x in zip(layers, (query, key, value)))
         heads = (self.num_heads, self._key_heads(), self.num_heads)
         return tuple(split_heads(x, h) for x, h in zip((query, key, value), heads))
 
-    def _output(self, heads_output):
+    def _output(self, heads_output, query_valid=None, training=None):
+        heads_output = attention_masks.zero_masked_queries(heads_output, query_valid)
+        heads_output = self._dropout_layer(heads_output, training=training)
         return self._output_dense(merge_heads(heads_output))
 
-    def _attention_inputs(self, inputs, positions=None, query_index=None):
-        """What the kernel attends with: (query, key, value, position_logits or None)."""
-        query, key, value = self._project(inputs, query_index)
-        return query, key, value, None
+    def _positional(self, query, value, q, k, query_index=None, **positions):
+        """What the kernel attends with: (query blocks, key blocks, positional tables)."""
+        if positions:
+            raise TypeError(
+                f"{type(self).__name__} takes no positions; got {sorted(positions)} "
+                "(use RelativeFavorAttention)."
+            )
+        return q, k, []
 
-    def call(self, inputs, training=None, query_index=None):
-        query, key, value, _ = self._attention_inputs(inputs, query_index=query_index)
-        return self._output(self._favor(query, key, value, training=training))
+    def _toeplitz_method(self):
+        return "auto"
+
+    def _inputs_and_masks(
+        self, query, value, key, query_mask, value_mask, key_mask, attention_mask, query_index
+    ):
+        """(value, key, query_valid, key_valid) with MultiHeadAttention's defaults and masks."""
+        if query_mask is None:
+            query_mask = implicit_mask(query)
+        if value is None:  # self-attention
+            value = query
+            value_mask = query_mask if value_mask is None else value_mask
+        elif value_mask is None:
+            value_mask = implicit_mask(value)
+        if key is None:
+            key = value
+        elif key_mask is None:
+            key_mask = implicit_mask(key)
+        query_valid, key_valid = attention_masks.resolve_masks(
+            tuple(query.shape),
+            tuple(value.shape),
+            query_mask,
+            value_mask,
+            key_mask,
+            attention_mask,
+        )
+        if query_index is not None and query_valid is not None:
+            query_valid = select_token(query_valid, query_index)
+        return value, key, query_valid, key_valid
+
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+        query_index=None,
+        **positions,
+    ):
+        value, key, query_valid, key_valid = self._inputs_and_masks(
+            query, value, key, query_mask, value_mask, key_mask, attention_mask, query_index
+        )
+        q, k, v = self._project(query, value, key, query_index)
+        q, k, logits = self._positional(query, value, q, k, query_index, **positions)
+        key_weights = attention_masks.key_weights(key_valid, "float32")
+        heads = self._favor(
+            q,
+            k,
+            v,
+            training=training,
+            position_logits=logits,
+            key_weights=key_weights,
+            causal=use_causal_mask,
+            toeplitz_method=self._toeplitz_method(),
+        )
+        output = self._output(heads, query_valid, training)
+        if not return_attention_scores:
+            return output
+        weights = self._favor.attention_weights(q, k, logits, key_weights, use_causal_mask)
+        return output, attention_masks.zero_masked_queries(weights, query_valid)
 
     def pair_weights(self, inputs, positions=None):
-        """Unnormalised weights A_ij `[batch, heads, tokens, tokens]` (see
+        """Unnormalised weights A_ij `[batch, heads, tokens, tokens]` of self-attention (see
         `FavorKernel.pair_weights`).
 
         Quadratic in tokens: for inspecting and testing attention.
         """
+        extra = {} if positions is None else dict(positions=positions)
         if not self.built:
-            self(inputs) if positions is None else self(inputs, positions)
-        query, key, _, logits = self._attention_inputs(inputs, positions)
-        return self._favor.pair_weights(query, key, logits)
+            self(inputs, **extra)
+        q, k, _ = self._project(inputs, inputs, inputs)
+        q, k, logits = self._positional(inputs, inputs, q, k, **extra)
+        return self._favor.pair_weights(q, k, logits)
 
-    def compute_output_spec(self, inputs, *args, query_index=None, **kwargs):
-        shape = (
-            tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
-        )
-        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+    def compute_output_spec(
+        self,
+        query,
+        value=None,
+        key=None,
+        *args,
+        return_attention_scores=False,
+        query_index=None,
+        **kwargs,
+    ):
+        tokens = query.shape[1] if query_index is None else 1
+        width = self.output_shape or query.shape[-1]
+        output = keras.KerasTensor((query.shape[0], tokens, width), dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        keys = (query if value is None else value).shape[1]
+        weights = keras.KerasTensor((query.shape[0], self.num_heads, tokens, keys), "float32")
+        return output, weights
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_heads=self.num_heads, **self._favor.options())
+        serialize = keras.saving.serialize_keras_object
+        config.update(
+            num_heads=self.num_heads,
+            key_dim=self.key_dim,
+            value_dim=self.value_dim,
+            dropout=self.dropout,
+            use_bias=self.use_bias,
+            output_shape=self.output_shape,
+            kernel_initializer=serialize(self.kernel_initializer),
+            bias_initializer=serialize(self.bias_initializer),
+            kernel_regularizer=serialize(self.kernel_regularizer),
+            bias_regularizer=serialize(self.bias_regularizer),
+            kernel_constraint=serialize(self.kernel_constraint),
+            bias_constraint=serialize(self.bias_constraint),
+            **self._favor.options(),
+        )
         return config

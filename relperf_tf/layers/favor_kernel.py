@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from relperf_tf import settings
-from relperf_tf.layers import feature_maps, grid_attention
+from relperf_tf.layers import causal_attention, feature_maps, grid_attention, toeplitz_attention
 from relperf_tf.layers.feature_maps import FEATURE_MAPS
 from relperf_tf.layers.random_features import (
     SCALINGS,
@@ -24,6 +24,7 @@ FAVOR_OPTIONS = (
     "seed",
     "eps",
     "remat",
+    "chunk_size",
 )
 
 
@@ -71,6 +72,8 @@ class FavorKernel(keras.layers.Layer):
         remat: bool, recompute φ(Q), φ(K) in the backward pass instead of
             keeping them (`[batch, heads, tokens, features]` each): less
             memory for long sequences, one more feature-map pass per step.
+        chunk_size: int, tokens per chunk of causal attention's prefix sums
+            (`causal_attention`): memory O(N·C + N/C·m·d) per head.
 
     Call arguments:
         query: `[batch, heads, tokens, dim]`, or a list of blocks that stand
@@ -79,14 +82,24 @@ class FavorKernel(keras.layers.Layer):
         key: `[batch, heads, tokens, dim]`, or blocks of the same widths.
         value: `[batch, heads, tokens, dim_v]`.
         training: bool; redraws happen only when True.
-        position_logits: optional `(row_logits [heads, H, H], col_logits
-            [heads, W, W])`: an exact positional factor
-            exp(row_logits[r_i, r_j] + col_logits[c_i, c_j]) multiplies every
-            attention weight (tokens: an H×W grid, row-major, optionally
-            after one class token whose factor is 1); see `grid_attention`.
+        position_logits: optional exact positional factor that multiplies
+            every attention weight: `(row_logits [heads, H_q, H_k], col_logits
+            [heads, W_q, W_k])`, exp(row_logits[r_i, r_j] + col_logits[c_i,
+            c_j]) on grids (row-major, each optionally after one class token
+            whose factor is 1; `grid_attention`), or `(logits,)` with logits
+            `[heads, T + S − 1]`, exp(P(i − j)) in token order
+            (`toeplitz_attention`).
+        key_weights: optional `[batch, 1, S, 1]` 0/1: masked keys take no part
+            (φ(k) = 0, outside the key stabiliser).
+        causal: bool, key j reaches query i only when j <= i (T = S).
+        toeplitz_method: `auto`, `dense` or `fft`, how a 1-D factor is applied.
 
     Returns:
-        `[batch, heads, tokens, dim_v]`.
+        `[batch, heads, T, dim_v]`.
+
+    Causal keys carry no ε: their stabiliser (a running max per chunk, or one
+    max over the keys) then cancels exactly, so no output depends on a later
+    token through ε.
 
     Example:
     >>> q = k = v = keras.random.normal((2, 4, 10, 8))
@@ -103,9 +116,11 @@ class FavorKernel(keras.layers.Layer):
         seed=0,
         eps=1e-4,
         remat=False,
+        chunk_size=128,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        settings.check_int("chunk_size", chunk_size, 1)
         self.check_options(
             nb_features=nb_features,
             feature_map=feature_map,
@@ -119,6 +134,7 @@ class FavorKernel(keras.layers.Layer):
         self.seed = int(seed)
         self.eps = float(eps)
         self.remat = bool(remat)
+        self.chunk_size = int(chunk_size)
 
     @staticmethod
     def check_options(**options):
@@ -204,52 +220,155 @@ class FavorKernel(keras.layers.Layer):
         self.step.assign_add(1)
         return projection
 
-    def features(self, x, is_query, projection, stabilize=True):
-        """φ(x) for queries or keys, `[batch, heads, tokens, features]`."""
-        return FEATURE_MAPS[self.feature_map].features(x, is_query, projection, self.eps, stabilize)
+    def features(self, x, is_query, projection, stabilize=True, mask=None, eps=None):
+        """φ(x) for queries or keys, `[batch, heads, tokens, features]` (0 for masked keys)."""
+        eps = self.eps if eps is None else eps
+        return FEATURE_MAPS[self.feature_map].features(
+            x, is_query, projection, eps, stabilize, mask
+        )
 
-    def _attend(self, num_query_blocks, num_key_blocks, num_logits, *tensors):
+    def _key_features(self, key, projection, key_weights, causal):
+        """φ(K) as the forward pass uses it: causal keys carry no ε (module docstring)."""
+        return self.features(key, False, projection, mask=key_weights, eps=0.0 if causal else None)
+
+    def check_call(self, queries, keys, num_logits, causal):
+        """Rejects what this kernel cannot compute (one ValueError naming the arguments)."""
+        if num_logits not in (0, 1, 2):
+            raise ValueError(
+                f"position_logits has {num_logits} tables; use (row_logits, col_logits) on a grid "
+                "or one [heads, T + S − 1] vector in token order."
+            )
+        if not causal:
+            return
+        if queries is not None and keys is not None and queries != keys:
+            raise ValueError(
+                f"use_causal_mask=True needs as many queries as keys; got T={queries}, S={keys}."
+            )
+        if not FEATURE_MAPS[self.feature_map].causal:
+            causal_maps = tuple(name for name, fm in FEATURE_MAPS.items() if fm.causal)
+            raise ValueError(
+                f"use_causal_mask=True is not allowed with feature_map={self.feature_map!r} (its "
+                f"keys are normalised over all tokens); use one of {causal_maps}."
+            )
+        if num_logits == 2:
+            raise ValueError(
+                "use_causal_mask=True is not allowed with a 2-D positional factor: causality in "
+                "raster order does not factor over rows and columns; use 1-D positions."
+            )
+
+    def _bias(self, logits, queries, keys):
+        """The positional logits as a `[heads, T, S]` table (quadratic), or None."""
+        if len(logits) == 2:
+            shapes = grid_attention.grid_shapes_of(*logits)
+            return grid_attention.grid_logits(
+                *logits,
+                grid_attention.has_class_token(queries, shapes[0], "queries"),
+                grid_attention.has_class_token(keys, shapes[1], "keys"),
+            )
+        if len(logits) == 1:
+            return toeplitz_attention.toeplitz_table(logits[0], queries, keys)
+        return None
+
+    def _attend(self, layout, *tensors):
         """The stateless part of the call: features and linear attention.
 
-        `tensors` = query blocks, key blocks, value, positional logits (0 or
-        2)[, projection] (flat, so that `keras.remat` can recompute it).
+        `layout` = (query blocks, key blocks, positional tables, key weights
+        given, causal, Toeplitz method); `tensors` = query blocks, key blocks,
+        value, positional tables (0–2)[, key weights][, projection] (flat, so
+        that `keras.remat` can recompute it).
         """
-        query = list(tensors[:num_query_blocks])
-        key = list(tensors[num_query_blocks : num_query_blocks + num_key_blocks])
-        value, *rest = tensors[num_query_blocks + num_key_blocks :]
-        logits, projection = rest[:num_logits], rest[num_logits:]
+        num_query, num_key, num_logits, weighted, causal, method = layout
+        query = list(tensors[:num_query])
+        key = list(tensors[num_query : num_query + num_key])
+        value, *rest = tensors[num_query + num_key :]
+        logits, rest = rest[:num_logits], rest[num_logits:]
+        key_weights = rest.pop(0) if weighted else None
+        projection = rest[0] if rest else None
+        queries, keys = query[0].shape[2], value.shape[2]
         if self.is_exact:
-            bias = None
-            if logits:
-                tokens = value.shape[2]
-                bias = grid_attention.grid_logits(
-                    *logits, grid_attention.has_class_token(tokens, *logits)
-                )
-            return feature_maps.exact_attention(query, key, value, bias)
-        projection = projection[0] if projection else None
+            bias = self._bias(logits, queries, keys)
+            return feature_maps.exact_attention(query, key, value, bias, key_weights, causal)
         query_features = self.features(query, True, projection)
-        key_features = self.features(key, False, projection)
-        if logits:
+        if len(logits) == 2:
+            key_features = self._key_features(key, projection, key_weights, False)
             return grid_attention.grid_linear_attention(
                 query_features, key_features, value, *logits
             )
+        if len(logits) == 1:
+            key_features = self._key_features(key, projection, key_weights, causal)
+            return toeplitz_attention.toeplitz_linear_attention(
+                query_features, key_features, value, logits[0], causal, method
+            )
+        if causal:
+            if self.feature_map == "softmax":
+                key_logits = feature_maps.softmax_kernel_logits(key, projection)
+                if key_weights is not None:
+                    key_logits = ops.where(key_weights > 0, key_logits, feature_maps.NEGATIVE)
+                return causal_attention.causal_linear_attention(
+                    query_features, key_logits, value, self.chunk_size, key_logits=True
+                )
+            key_features = self._key_features(key, projection, key_weights, True)
+            return causal_attention.causal_linear_attention(
+                query_features, key_features, value, self.chunk_size
+            )
+        key_features = self._key_features(key, projection, key_weights, False)
         return feature_maps.linear_attention(query_features, key_features, value)
 
-    def call(self, query, key, value, training=None, position_logits=None):
+    def call(
+        self,
+        query,
+        key,
+        value,
+        training=None,
+        position_logits=None,
+        key_weights=None,
+        causal=False,
+        toeplitz_method="auto",
+    ):
         query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
         logits = list(position_logits or [])
-        if len(logits) not in (0, 2):
-            raise ValueError(
-                f"position_logits has {len(logits)} tables; use (row_logits, col_logits)."
-            )
-        attend = functools.partial(self._attend, len(query), len(key), len(logits))
+        self.check_call(query[0].shape[2], value.shape[2], len(logits), causal)
+        toeplitz_attention.check_method(toeplitz_method)
+        weights = [] if key_weights is None else [key_weights]
+        layout = (len(query), len(key), len(logits), bool(weights), bool(causal), toeplitz_method)
+        attend = functools.partial(self._attend, layout)
         if self.remat and training and not self.is_exact:
             attend = keras.remat(attend)
-        tensors = query + key + [value] + logits
+        tensors = query + key + [value] + logits + weights
         if not self.uses_projection:
             return attend(*tensors)
         # The redraw (a state update) stays outside the recomputed function.
         return attend(*tensors, ops.convert_to_tensor(self._projection_for_step(training)))
+
+    def attention_weights(self, query, key, position_logits=None, key_weights=None, causal=False):
+        """The normalised weights the forward pass applies, `[batch, heads, T, S]`.
+
+        Rows sum to 1 (0 for a query with no valid key): out = weights · V is
+        this kernel's output. Uses the stored draw, the same features,
+        stabilisers and masks as `call`. Quadratic in tokens: for inspection
+        and tests (`return_attention_scores=True`).
+        """
+        query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
+        logits = list(position_logits or [])
+        queries, keys = query[0].shape[2], key[0].shape[2]
+        self.check_call(queries, keys, len(logits), causal)
+        bias = self._bias(logits, queries, keys)
+        if self.is_exact:
+            return feature_maps.exact_weights(query, key, bias, key_weights, causal)
+        projection = ops.convert_to_tensor(self.projection) if self.uses_projection else None
+        query_features = self.features(query, True, projection)
+        key_features = self._key_features(key, projection, key_weights, causal)
+        weights = ops.einsum("bhnm,bhkm->bhnk", query_features, key_features)
+        if bias is not None:
+            if causal:
+                bias = ops.where(feature_maps.pair_mask(queries, keys, None, True), bias, -1e30)
+            bias = bias - ops.max(bias, axis=-1, keepdims=True)
+            weights = weights * ops.exp(bias)[None]
+        allowed = feature_maps.pair_mask(queries, keys, key_weights, causal)
+        if allowed is not None:
+            weights = weights * ops.cast(allowed, weights.dtype)
+        total = ops.sum(weights, axis=-1, keepdims=True)
+        return feature_maps.safe_divide(weights, total)
 
     def pair_weights(self, query, key, position_logits=None):
         """Unnormalised attention weights A_ij `[batch, heads, tokens_q, tokens_k]`.
@@ -273,17 +392,12 @@ class FavorKernel(keras.layers.Layer):
             query_features = self.features(query, True, projection, stabilize=False)
             key_features = self.features(key, False, projection, stabilize=False)
             weights = ops.einsum("bhnm,bhkm->bhnk", query_features, key_features)
-        if position_logits:
-            tokens = weights.shape[-1]
-            class_token = grid_attention.has_class_token(tokens, *position_logits)
-            weights = (
-                weights * ops.exp(grid_attention.grid_logits(*position_logits, class_token))[None]
-            )
+        bias = self._bias(list(position_logits or []), query[0].shape[2], key[0].shape[2])
+        if bias is not None:
+            weights = weights * ops.exp(bias)[None]
         return weights
 
-    def compute_output_shape(
-        self, query_shape, key_shape=None, value_shape=None, position_logits_shape=None
-    ):
+    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None, **kwargs):
         return tuple(_total_shape(query_shape)[:-1]) + (value_shape[-1],)
 
     def options(self):

@@ -1,10 +1,21 @@
-"""Strategy 1 of arXiv:2102.07680: relative positions through rotated features."""
+"""Strategy 1 of arXiv:2102.07680: relative positions through rotated features, through FAVOR+
+or as an exact factor, in 1-D (token order) or 2-D (grids), at any length."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from relperf_tf import settings
+from relperf_tf.layers import toeplitz_attention
 from relperf_tf.layers.favor_attention import FavorAttention, select_token
+from relperf_tf.layers.grid_attention import has_class_token
+from relperf_tf.layers.grid_positions import grid_coordinates
+from relperf_tf.layers.sinusoid_encoding import LearnableSinusoidEncoding
+
+# How the positional logits enter: estimated with the content by FAVOR+ (the
+# paper), or as an exact factor with offsets on the finite axis or cyclic ones.
+POSITION_KERNELS = ("favor", "exact", "circular")
+POSITION_AXES = (1, 2)
 
 
 def rotate_pairs(pairs, alpha, beta):
@@ -18,54 +29,113 @@ def rotate_pairs(pairs, alpha, beta):
     return ops.stack([sin * alpha - cos * beta, sin * beta + cos * alpha], axis=-1)
 
 
+def wrap_offsets(offsets, length):
+    """Offsets taken modulo `length` into [−length/2, length/2) (circulant factors)."""
+    half = length // 2
+    return (offsets + half) % length - half
+
+
 @keras.saving.register_keras_serializable(package="relperf_tf")
 class RelativeFavorAttention(FavorAttention):
     """FAVOR+ attention whose q·k depends on positions only through differences.
 
-    query_i = [W_q x_i ; e(p_i) R_h], key_j = [W_k x_j ; e(p_j)], with one
-    learned 2×2 block R = [[α, β], [−β, α]] per head and (sin, cos) pair, so
-    the positional part of q·k is Σ α cos(ω(p_i−p_j)) + β sin(ω(p_i−p_j)).
-    With `content_rel_attn`, a Dense layer maps x_i to its own (α, β) per
-    head and pair; the query gets that second rotated block and the key
-    repeats e(p_j). FAVOR+ sees head width `dim/heads + P2·(1 + content_rel_attn)`.
+    Strategy 1: query_i = [W_q x_i ; e(p_i) R_h], key_j = [W_k x_j ; e(p_j)],
+    with one learned 2×2 block R = [[α, β], [−β, α]] per head and (sin, cos)
+    pair, so the positional part of q·k/√d is P(p_i − p_j) = Σ α cos(ωΔ) +
+    β sin(ωΔ) (/√d; d = key_dim + 2·pairs), summed over the position axes.
+    `position_kernel` says how P enters:
+    - `favor` (the paper): inside the FAVOR+ features; equivariant in
+      expectation over draws.
+    - `exact`: FAVOR+ features of the content only, times the exact factor
+      exp(P(p_i − p_j)): equivariant for any fixed draw. 1-D: a Toeplitz
+      product, dense or by FFT (`toeplitz_attention`), causal allowed; 2-D:
+      one product per grid axis (`grid_attention`).
+    - `circular`: the same with offsets modulo the axis length: exactly
+      invariant to cyclic shifts (T = S on every axis).
+    With `content_rel_attn` (favor only), a Dense layer maps x_i to its own
+    (α, β) per head and pair; the query gets that second rotated block and
+    the key repeats e(p_j).
+
+    Positions: with `pos_scales` the layer owns its learnable sinusoid
+    encoding and positions come from the call: token order (1-D, any length),
+    or `grid_shape` (2-D, row-major, optionally after one class token without
+    position, whose factor is 1 with every token). Without `pos_scales` the
+    call passes encodings made elsewhere (`positions`; the image models share
+    one encoding across blocks).
 
     Args:
         num_heads: int, number of heads.
+        position_kernel: `favor`, `exact` or `circular` (above).
+        pos_scales: int S >= 1, sinusoid frequencies per position axis of the
+            layer's own encoding; None: encodings are given at call time.
+        position_axes: 1 (sequences) or 2 (grids): axes of the own encoding.
+        max_timescale: float T > 0, the own encoding's initial frequencies
+            ω_s = T^(−(s−1)/S).
         content_rel_attn: bool, add the content-conditioned rotation: each
-            token also rotates the positional features by its own (α, β).
+            token also rotates the positional features by its own (α, β)
+            (`favor` only: a per-query rotation has no exact factor).
         alpha_initializer, beta_initializer: initializers of α and β
             `[heads, pairs]`; default N(0, 1) as in the paper (see
             `locality_prior` for a local start).
-        **kwargs: FAVOR+ options of `FavorAttention` (`FavorKernel`).
+        toeplitz_method: `auto`, `dense` or `fft`: how the 1-D exact factor
+            is applied (`toeplitz_attention`).
+        **kwargs: `FavorAttention`'s arguments (MultiHeadAttention's and the
+            FAVOR+ options).
 
     Call arguments:
-        inputs: `[batch, tokens, dim]`.
-        positions: `[tokens, P2]` or `[batch, tokens, P2]` interleaved
-            (sin, cos) encodings, e.g. from `LearnableSinusoidEncoding`;
-            zeros for tokens without a position (the class token).
-        training: bool.
-        query_index: optional int, only that token's output (see `FavorAttention`).
+        query, value, key, masks, use_causal_mask, return_attention_scores,
+            training: as `FavorAttention` (causal: 1-D positions only).
+        positions: encodings made elsewhere (layers without `pos_scales`):
+            `favor`: `[tokens, 2·pairs]` or `[batch, tokens, 2·pairs]`
+            interleaved (sin, cos) per token (zeros for a class token), or a
+            pair (query's, key's); `exact`/`circular`: `[row_offsets,
+            col_offsets]`, encodings of the row offsets `[H_q, H_k, 2S]` and
+            column offsets `[W_q, W_k, 2S]`.
+        grid_shape: (H, W) of the query's grid (2-D layers); tokens are H·W,
+            or H·W + 1 with a class token first.
+        key_grid_shape: (H, W) of the keys' grid (default: `grid_shape`).
+        query_index: optional int, only that token's output (see `FavorAttention`;
+            `exact`/`circular`: the class token, 0, only).
 
     Returns:
-        `[batch, tokens, dim]` (`[batch, 1, dim]` with `query_index`).
+        `[batch, T, dim]` (`[batch, 1, dim]` with `query_index`).
 
     Example:
-    >>> x = keras.random.normal((1, 5, 8))
-    >>> pos = keras.random.normal((5, 4))
-    >>> RelativeFavorAttention(num_heads=2)(x, pos).shape
-    (1, 5, 8)
+    >>> x = keras.random.normal((2, 50, 16))
+    >>> layer = RelativeFavorAttention(4, position_kernel="exact", pos_scales=4)
+    >>> layer(x, x, use_causal_mask=True).shape
+    (2, 50, 16)
+    >>> layer(x[:, :20], x[:, :20]).shape  # another length, the same weights
+    (2, 20, 16)
     """
 
     def __init__(
         self,
         num_heads,
+        position_kernel="favor",
+        pos_scales=None,
+        position_axes=1,
+        max_timescale=64.0,
         content_rel_attn=False,
         alpha_initializer=None,
         beta_initializer=None,
+        toeplitz_method="auto",
         **kwargs,
     ):
         super().__init__(num_heads, **kwargs)
+        settings.check_choice("position_kernel", position_kernel, POSITION_KERNELS)
+        settings.check_optional_int("pos_scales", pos_scales, 1)
+        settings.check_choice("position_axes", position_axes, POSITION_AXES)
+        settings.check_number("max_timescale", max_timescale, 0.0, exclusive_minimum=True)
+        toeplitz_attention.check_method(toeplitz_method)
+        self.check_options(content_rel_attn=content_rel_attn)
+        self.check_kernel(position_kernel, content_rel_attn)
+        self.position_kernel = position_kernel
+        self.pos_scales = None if pos_scales is None else int(pos_scales)
+        self.position_axes = int(position_axes)
+        self.max_timescale = float(max_timescale)
         self.content_rel_attn = bool(content_rel_attn)
+        self.toeplitz_method = toeplitz_method
         # α, β ~ N(0, 1) as in the paper (Keras' "random_normal" has stddev 0.05).
         paper = keras.initializers.RandomNormal(0.0, 1.0)
         self.alpha_initializer = keras.initializers.get(alpha_initializer or paper)
@@ -76,21 +146,74 @@ class RelativeFavorAttention(FavorAttention):
         if "content_rel_attn" in options:
             settings.check_choice("content_rel_attn", options["content_rel_attn"], (False, True))
 
-    def _extra_query_key_dim(self, positions_shape):
+    @staticmethod
+    def check_kernel(position_kernel, content_rel_attn):
+        """The content-conditioned rotation exists for the `favor` kernel only."""
+        if content_rel_attn and position_kernel != "favor":
+            raise settings.InvalidSetting(
+                "content_rel_attn=True is not allowed with position_kernel='exact' or 'circular' "
+                "(a per-query rotation has no exact grid factor); use position_kernel='favor' "
+                "or content_rel_attn=False.",
+                ["content_rel_attn", "position_kernel"],
+            )
+
+    @property
+    def exact_factor(self):
+        """Whether the positional part is applied exactly (not through FAVOR+)."""
+        return self.position_kernel != "favor"
+
+    # --- build -------------------------------------------------------------
+
+    def _pairs_from(self, positions_shape):
+        """(sin, cos) pairs of α, β: the own encoding's, or those of the given encodings."""
+        if self.pos_scales is not None:
+            return self.position_axes * self.pos_scales
+        if positions_shape is None:
+            raise ValueError(
+                f"{type(self).__name__} without pos_scales needs positions=… encodings at call "
+                "time; or set pos_scales to give the layer its own position encoding."
+            )
+        if self.exact_factor:
+            row_shape, col_shape = positions_shape
+            if len(row_shape) != 3 or row_shape[-1] != col_shape[-1] or row_shape[-1] % 2:
+                raise ValueError(
+                    f"positions of shapes {tuple(row_shape)} and {tuple(col_shape)} are not "
+                    "allowed; use offset encodings [H_q, H_k, 2S] and [W_q, W_k, 2S]."
+                )
+            return int(row_shape[-1])  # rows' S pairs, then columns'
+        if isinstance(positions_shape, (list, tuple)) and isinstance(
+            positions_shape[0], (list, tuple)
+        ):
+            positions_shape = positions_shape[0]  # (query's, key's)
         width = int(positions_shape[-1])
         if width % 2:
             raise ValueError(
                 f"positions width={width} is not allowed; use interleaved (sin, cos) pairs."
             )
-        return width * (2 if self.content_rel_attn else 1)
+        return width // 2
 
-    def build(self, inputs_shape, positions_shape):
-        self._build_projections(inputs_shape, positions_shape)
-        self._build_rotations(inputs_shape, int(positions_shape[-1]) // 2)
+    def _extra_query_key_dim(self, positions_shape):
+        if self.exact_factor:
+            return 0  # FAVOR+ sees the content part only
+        return 2 * self.num_pairs * (2 if self.content_rel_attn else 1)
 
-    def _build_rotations(self, inputs_shape, num_pairs):
+    def build(self, query_shape, value_shape=None, key_shape=None, positions_shape=None):
+        self.num_pairs = self._pairs_from(positions_shape)
+        self._build_projections(query_shape, value_shape, key_shape, positions_shape)
+        self._build_rotations(query_shape)
+        # Strategy 1's head width, which sets the 1/√d of both parts.
+        self.query_key_dim = self.head_dim + 2 * self.num_pairs
+        if self.pos_scales is not None:
+            self._encoding = LearnableSinusoidEncoding(
+                self.pos_scales,
+                self.max_timescale,
+                name="positions",
+                dtype=self.dtype_policy.variable_dtype,  # phases ω·p in float32
+            )
+            self._encoding.build((None, 1))
+
+    def _build_rotations(self, inputs_shape):
         """α, β `[heads, pairs]` (and the content-conditioned rotation)."""
-        self.num_pairs = num_pairs
         shape = (self.num_heads, self.num_pairs)
         self.alpha = self.add_weight(name="alpha", shape=shape, initializer=self.alpha_initializer)
         self.beta = self.add_weight(name="beta", shape=shape, initializer=self.beta_initializer)
@@ -102,28 +225,116 @@ class RelativeFavorAttention(FavorAttention):
             )
             self._content_rotation.build(inputs_shape)
 
-    def _positional_features(self, inputs, positions, query_index=None):
+    # --- positions of the layer's own encoding -------------------------------
+
+    def _grids(self, queries, keys, grid_shape, key_grid_shape):
+        """Per axis, the query's and the key's lengths; and whether each has a class token."""
+        if self.position_axes == 1:
+            if grid_shape is not None or key_grid_shape is not None:
+                raise ValueError(
+                    "grid_shape is for 2-D layers (position_axes=2); a 1-D layer takes positions "
+                    "from the token order."
+                )
+            return [(queries, keys)], False, False
+        if grid_shape is None:
+            raise ValueError("a 2-D layer (position_axes=2) needs grid_shape=(H, W) at call time.")
+        grid_shape = tuple(int(s) for s in grid_shape)
+        key_grid_shape = grid_shape if key_grid_shape is None else tuple(key_grid_shape)
+        if len(grid_shape) != 2 or len(key_grid_shape) != 2:
+            raise ValueError(
+                f"grid_shape={grid_shape} / key_grid_shape={key_grid_shape} are not allowed; "
+                "use (H, W)."
+            )
+        query_class = has_class_token(queries, grid_shape, "queries")
+        key_class = has_class_token(keys, key_grid_shape, "keys")
+        return list(zip(grid_shape, key_grid_shape)), query_class, key_class
+
+    def _encode(self, coordinates):
+        """The own encoding of float coordinates `[..., 1]` → `[..., 2S]` (float32)."""
+        return self._encoding(ops.cast(coordinates, "float32"))
+
+    def _own_token_encodings(self, queries, keys, grid_shape, key_grid_shape):
+        """Per-token encodings `[1, T, 2·pairs]`, `[1, S, 2·pairs]` (zeros for class tokens)."""
+        axes, query_class, key_class = self._grids(queries, keys, grid_shape, key_grid_shape)
+        if self.position_axes == 1:
+            return tuple(self._encode(ops.arange(n)[None, :, None]) for n in (queries, keys))
+        encodings = []
+        for side, class_token in ((0, query_class), (1, key_class)):
+            height, width = axes[0][side], axes[1][side]
+            coordinates = grid_coordinates(height, width)  # [H·W, 2]
+            encoding = ops.reshape(
+                self._encode(coordinates[..., None]), (height * width, -1)
+            )  # [H·W, 2·2S]: rows' pairs, then columns'
+            if class_token:
+                encoding = ops.pad(encoding, ((1, 0), (0, 0)))
+            encodings.append(encoding[None])
+        return tuple(encodings)
+
+    def _own_factor_logits(self, queries, keys, grid_shape, key_grid_shape):
+        """The exact factor's logits: 1-D `[(heads, T + S − 1)]`, 2-D `[rows, cols]` tables."""
+        axes, _, _ = self._grids(queries, keys, grid_shape, key_grid_shape)
+        circular = self.position_kernel == "circular"
+        for axis, (query_length, key_length) in enumerate(axes):
+            if circular and query_length != key_length:
+                raise ValueError(
+                    f"position_kernel='circular' needs queries and keys of one length per axis; "
+                    f"got {query_length} and {key_length} on axis {axis}."
+                )
+        if self.position_axes == 1:
+            offsets = toeplitz_attention.offsets_vector(queries, keys)  # [T + S − 1]
+            if circular:
+                offsets = wrap_offsets(offsets, float(queries))
+            return [self._axis_logits(self._encode(offsets[:, None]), 0)]
+        logits = []
+        for axis, (query_length, key_length) in enumerate(axes):
+            offsets = np.arange(query_length)[:, None] - np.arange(key_length)[None, :]
+            if circular:
+                offsets = wrap_offsets(offsets, query_length)
+            encoding = self._encode(offsets.astype("float32")[..., None])  # [Lq, Lk, 2S]
+            logits.append(self._axis_logits(encoding, axis))
+        return logits
+
+    # --- strategy 1's two paths --------------------------------------------
+
+    def _axis_logits(self, encoding, axis):
+        """P over one axis, `[heads, ...]` from its offset encodings `[..., 2S]`, scaled like
+        q·k/√d.
+
+        P(Δ) = e(Δ) R · e(0) = Σ_s α_s cos ω_sΔ + β_s sin ω_sΔ, with axis
+        `axis`'s block of the (α, β) pairs (rows first, then columns, as in
+        strategy 1's features).
+        """
+        scales = self.num_pairs // (2 if self._is_grid_given() else self.position_axes)
+        pairs = slice(axis * scales, (axis + 1) * scales)
+        encoding = ops.cast(encoding, self.compute_dtype)
+        lead = tuple(encoding.shape[:-1])
+        encoding = ops.reshape(encoding, (1,) + lead + (scales, 2))
+        index = (slice(None),) + (None,) * len(lead) + (pairs,)
+        rotated_cos = rotate_pairs(encoding, self.alpha[index], self.beta[index])[..., 1]
+        return ops.sum(rotated_cos, axis=-1) / self.query_key_dim**0.5  # [h, ...]
+
+    def _is_grid_given(self):
+        return self.pos_scales is None and self.exact_factor
+
+    def _positional_features(self, query_inputs, query_positions, key_positions):
         """Positional blocks of q and k, without copies per batch element.
 
-        Returns lists of query blocks (`[1 or b, h, n_q, P2]`: the static
-        rotation; with `content_rel_attn` also `[b, h, n_q, P2]`) and the
-        matching key blocks (`[1 or b, 1, n, P2]`, e(p_j) each time); FAVOR+
-        projects the shared ones once per step, not once per image. n_q = 1
-        with `query_index`.
+        Returns lists of query blocks (`[1 or b, h, T, 2·pairs]`: the static
+        rotation; with `content_rel_attn` also `[b, h, T, 2·pairs]`) and the
+        matching key blocks (`[1 or b, 1, S, 2·pairs]`, e(p_j) each time);
+        FAVOR+ projects the shared ones once per step, not once per image.
         """
-        positions = ops.cast(positions, inputs.dtype)
-        if len(positions.shape) == 2:
-            positions = positions[None]  # [1, n, P2]: shared by the batch
         width = 2 * self.num_pairs
 
         def as_pairs(x):  # [lead, n, P2] → [lead, 1, n, pairs, 2]
+            x = ops.cast(x, query_inputs.dtype)
+            if len(x.shape) == 2:
+                x = x[None]  # [1, n, P2]: shared by the batch
             return ops.reshape(x, (ops.shape(x)[0], 1, ops.shape(x)[1], self.num_pairs, 2))
 
         def as_heads(x, heads):  # [lead, h, n, pairs, 2] → [lead, h, n, P2]
             return ops.reshape(x, (ops.shape(x)[0], heads, ops.shape(x)[2], width))
 
-        query_positions = positions if query_index is None else select_token(positions, query_index)
-        query_inputs = inputs if query_index is None else select_token(inputs, query_index)
         query_pairs = as_pairs(query_positions)
         static = rotate_pairs(
             query_pairs, self.alpha[None, :, None, :], self.beta[None, :, None, :]
@@ -135,27 +346,126 @@ class RelativeFavorAttention(FavorAttention):
                 self._content_rotation(query_inputs),
                 (batch, tokens, self.num_heads, self.num_pairs, 2),
             )
-            rotation = ops.transpose(rotation, (0, 2, 1, 3, 4))  # [b, h, n_q, pairs, 2]
+            rotation = ops.transpose(rotation, (0, 2, 1, 3, 4))  # [b, h, T, pairs, 2]
             dynamic = rotate_pairs(query_pairs, rotation[..., 0], rotation[..., 1])
             query_parts.append(as_heads(dynamic, self.num_heads))
-        key_parts = [as_heads(as_pairs(positions), 1)] * len(query_parts)
+        key_parts = [as_heads(as_pairs(key_positions), 1)] * len(query_parts)
         return query_parts, key_parts
 
-    def _attention_inputs(self, inputs, positions=None, query_index=None):
-        query, key, value = self._project(inputs, query_index)
-        query_parts, key_parts = self._positional_features(inputs, positions, query_index)
-        return [query] + query_parts, [key] + key_parts, value, None
+    def _toeplitz_method(self):
+        return self.toeplitz_method
 
-    def call(self, inputs, positions, training=None, query_index=None):
-        query, key, value, _ = self._attention_inputs(inputs, positions, query_index)
-        return self._output(self._favor(query, key, value, training=training))
+    def _positional(
+        self,
+        query,
+        value,
+        q,
+        k,
+        query_index=None,
+        positions=None,
+        grid_shape=None,
+        key_grid_shape=None,
+    ):
+        queries, keys = query.shape[1], value.shape[1]
+        own = self.pos_scales is not None
+        if own and positions is not None:
+            raise ValueError(
+                "positions=… is for layers without pos_scales; this layer encodes positions "
+                "itself (token order, or grid_shape)."
+            )
+        if not own and (grid_shape is not None or key_grid_shape is not None):
+            raise ValueError(
+                "grid_shape is for layers with pos_scales (their own encoding); this layer takes "
+                "positions=… encodings."
+            )
+        if not own and positions is None:
+            self._pairs_from(None)  # raises the message naming both ways
+        if not self.exact_factor:
+            if own:
+                query_positions, key_positions = self._own_token_encodings(
+                    queries, keys, grid_shape, key_grid_shape
+                )
+            elif isinstance(positions, (list, tuple)):
+                query_positions, key_positions = positions
+            else:
+                query_positions = key_positions = positions
+            query_inputs = query
+            if query_index is not None:
+                query_inputs = select_token(query, query_index)
+                query_positions = select_token(
+                    query_positions if len(query_positions.shape) == 3 else query_positions[None],
+                    query_index,
+                )
+            query_parts, key_parts = self._positional_features(
+                query_inputs, query_positions, key_positions
+            )
+            return [q] + query_parts, [k] + key_parts, []
+        # d^(-1/4) of strategy 1's full width: q_c'·k_c' = q_c·k_c/√d.
+        scale = (self.head_dim / self.query_key_dim) ** 0.25
+        if own:
+            logits = self._own_factor_logits(queries, keys, grid_shape, key_grid_shape)
+        else:
+            logits = [self._axis_logits(encoding, axis) for axis, encoding in enumerate(positions)]
+        if query_index is not None:
+            grid = None if len(logits) != 2 else (logits[0].shape[-2], logits[1].shape[-2])
+            if query_index != 0 or grid is None or not has_class_token(queries, grid):
+                raise ValueError(
+                    f"query_index={query_index} is not allowed; with an exact factor one token is "
+                    "computed alone only for a grid's class token (query_index=0)."
+                )
+            logits = []  # the class token's factor is 1 with every token
+        return q * scale, k * scale, logits
+
+    def position_logits(self, row_offsets, col_offsets):
+        """P_row `[heads, H, H]` and P_col `[heads, W, W]` from offset encodings (see
+        `_axis_logits`)."""
+        return [self._axis_logits(row_offsets, 0), self._axis_logits(col_offsets, 1)]
+
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+        positions=None,
+        grid_shape=None,
+        key_grid_shape=None,
+        query_index=None,
+    ):
+        return super().call(
+            query,
+            value,
+            key,
+            query_mask=query_mask,
+            value_mask=value_mask,
+            key_mask=key_mask,
+            attention_mask=attention_mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
+            use_causal_mask=use_causal_mask,
+            query_index=query_index,
+            positions=positions,
+            grid_shape=grid_shape,
+            key_grid_shape=key_grid_shape,
+        )
 
     def get_config(self):
         config = super().get_config()
         config.update(
+            position_kernel=self.position_kernel,
+            pos_scales=self.pos_scales,
+            position_axes=self.position_axes,
+            max_timescale=self.max_timescale,
             content_rel_attn=self.content_rel_attn,
             alpha_initializer=keras.initializers.serialize(self.alpha_initializer),
             beta_initializer=keras.initializers.serialize(self.beta_initializer),
+            toeplitz_method=self.toeplitz_method,
         )
         return config
 

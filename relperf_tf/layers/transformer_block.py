@@ -3,7 +3,7 @@
 import keras
 
 from relperf_tf import settings
-from relperf_tf.layers.favor_attention import select_token
+from relperf_tf.layers.favor_attention import get_keras_mask, select_token
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
@@ -11,10 +11,14 @@ class TransformerBlock(keras.layers.Layer):
     """x + Dropout(Attention(LN(x))), then x + FF(LN(x)).
 
     FF = Dense(4·dim, GELU), Dropout, Dense(dim). The attention layer decides
-    how positions enter: it is called with `positions` when they are given.
+    how positions enter: it is called with `positions` (and `grid_shape`)
+    when they are given. Masks pass through: the token mask (the inputs'
+    Keras mask or `mask`) is the attention's query and key mask, and the
+    output keeps it.
 
     Args:
-        attention: a self-attention layer (`FavorAttention` or a subclass).
+        attention: a self-attention layer (`FavorAttention` or a subclass, or
+            any layer with `keras.layers.MultiHeadAttention`'s call).
         attn_dropout: float, dropout rate in [0, 1) on the attention output.
         ff_dropout: float, dropout rate in [0, 1) inside the feed-forward.
         ff_multiplier: int, hidden width of the feed-forward over dim.
@@ -26,6 +30,10 @@ class TransformerBlock(keras.layers.Layer):
     Call arguments:
         inputs: `[batch, tokens, dim]`.
         positions: optional positional encodings passed to the attention.
+        mask: optional `[batch, tokens]` bool, the real tokens (default: the
+            inputs' Keras mask).
+        use_causal_mask: bool, causal self-attention.
+        grid_shape: optional (H, W) passed to the attention (2-D positions).
         training: bool.
         query_index: optional int: compute only that token's output (its
             attention over all tokens, then its feed-forward), `[batch, 1,
@@ -40,6 +48,7 @@ class TransformerBlock(keras.layers.Layer):
         self, attention, attn_dropout=0.1, ff_dropout=0.1, ff_multiplier=4, remat=False, **kwargs
     ):
         super().__init__(**kwargs)
+        self.supports_masking = True
         if isinstance(attention, dict):
             attention = keras.saving.deserialize_keras_object(attention)
         self.check_options(
@@ -79,16 +88,33 @@ class TransformerBlock(keras.layers.Layer):
         if self.attention.built:  # e.g. a reloaded file built it from its own config
             return
         if positions_shape is None:
-            self.attention.build(inputs_shape)
+            self.attention.build(inputs_shape, inputs_shape)
         else:
-            self.attention.build(inputs_shape, positions_shape)
+            self.attention.build(inputs_shape, inputs_shape, positions_shape=positions_shape)
 
-    def call(self, inputs, positions=None, training=None, query_index=None):
+    def call(
+        self,
+        inputs,
+        positions=None,
+        mask=None,
+        use_causal_mask=False,
+        grid_shape=None,
+        training=None,
+        query_index=None,
+    ):
+        if mask is None:
+            mask = get_keras_mask(inputs)
         hidden = self._attention_norm(inputs)
-        if positions is None:
-            hidden = self.attention(hidden, training=training, query_index=query_index)
-        else:
-            hidden = self.attention(hidden, positions, training=training, query_index=query_index)
+        extra = {} if query_index is None else dict(query_index=query_index)
+        if positions is not None:
+            extra["positions"] = positions
+        if grid_shape is not None:
+            extra["grid_shape"] = grid_shape
+        if use_causal_mask:
+            extra["use_causal_mask"] = True
+        hidden = self.attention(
+            hidden, hidden, query_mask=mask, value_mask=mask, training=training, **extra
+        )
         residual = inputs if query_index is None else select_token(inputs, query_index)
         x = residual + self._attention_dropout(hidden, training=training)
         return x + self._feed_forward(x, training)
@@ -107,7 +133,7 @@ class TransformerBlock(keras.layers.Layer):
         hidden = keras.remat(self._ff_expand)(x)
         return self._ff_output(self._ff_dropout(hidden, training=training))
 
-    def compute_output_spec(self, inputs, positions=None, training=None, query_index=None):
+    def compute_output_spec(self, inputs, positions=None, *args, query_index=None, **kwargs):
         shape = (
             tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
         )
