@@ -14,6 +14,7 @@ A pairwise `[B, T, S]` mask with T, S > 1 is rejected with a `ValueError`
 that says which forms are supported; no mask is ever silently ignored.
 """
 
+import keras
 from keras import ops
 
 SUPPORTED = (
@@ -25,14 +26,16 @@ SUPPORTED = (
 
 def _as_bool(name, mask):
     """`mask` as a boolean tensor; bool or integer (0 = masked) only."""
-    dtype = str(getattr(mask, "dtype", "")).split(".")[-1]
+    try:
+        dtype = keras.backend.standardize_dtype(mask.dtype)
+    except (AttributeError, ValueError):
+        dtype = type(mask).__name__
     if dtype == "bool":
         return ops.convert_to_tensor(mask)
     if "int" in dtype:
         return ops.not_equal(mask, 0)
     raise ValueError(
-        f"{name} has dtype {dtype or type(mask).__name__}; use a bool mask (True = attend) or an "
-        "integer 0/1 mask."
+        f"{name} has dtype {dtype}; use a bool mask (True = attend) or an integer 0/1 mask."
     )
 
 

@@ -61,16 +61,20 @@ def causal_linear_attention(query_features, keys, value, chunk_size=128, key_log
     else:
         keys = _chunks(keys, chunk, padded)
         count = ops.shape(keys)[2]
-        carry = ops.ones((1, 1, count, count), keys.dtype)
-    earlier = ops.arange(count)[:, None] > ops.arange(count)[None, :]  # c' < c
-    carry = carry * ops.cast(earlier, carry.dtype)
+        carry = None
+    earlier = ops.cast(
+        ops.arange(count)[:, None] > ops.arange(count)[None, :], keys.dtype
+    )  # c' < c
     # Inside each chunk: the masked C×C product.
     scores = ops.einsum("bhnim,bhnjm->bhnij", queries, keys)  # [b, h, n, C, C]
     lower = ops.cast(ops.arange(chunk)[:, None] >= ops.arange(chunk)[None, :], scores.dtype)
     out = ops.einsum("bhnij,bhnjc->bhnic", scores * lower, values)  # [b, h, n, C, dv+1]
     # Across chunks: each chunk's state, carried to every later chunk.
     states = ops.einsum("bhnjm,bhnjc->bhnmc", keys, values)  # [b, h, n, m, dv+1]
-    before = ops.einsum("bhkl,bhlmc->bhkmc", carry, states)  # Σ of the earlier chunks' states
+    if carry is None:
+        before = ops.einsum("kl,bhlmc->bhkmc", earlier, states)  # Σ of the earlier chunks' states
+    else:
+        before = ops.einsum("bhkl,bhlmc->bhkmc", carry * earlier, states)
     out = out + ops.einsum("bhnim,bhnmc->bhnic", queries, before)
     out = ops.reshape(out, (ops.shape(out)[0], ops.shape(out)[1], padded, dim_v + 1))[:, :, :tokens]
     return safe_divide(out[..., :dim_v], out[..., dim_v:])
