@@ -19,7 +19,16 @@ setup(
     entry_points={
         "console_scripts": [
             f"relperf-{name}=relperf_tf.commands.{name}:run"
-            for name in ("train", "evaluate", "shift", "export", "predict", "tune", "benchmark")
+            for name in (
+                "train",
+                "evaluate",
+                "shift",
+                "export",
+                "predict",
+                "tune",
+                "benchmark",
+            )
         ]
+        + ["relperf-sequence-shift=relperf_tf.commands.sequence_shift:run"]
     },
 )

@@ -19,6 +19,15 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # (every checkpoint's optimizer names WarmupSchedule).
 from relperf_tf import layers, schedules
 from relperf_tf.models import MODEL_NAMES, PerformerClassifier, build_model
+from relperf_tf.sequence_classifier import SequenceClassifier, build_sequence_model
 
-__all__ = ["MODEL_NAMES", "PerformerClassifier", "build_model", "layers", "schedules"]
+__all__ = [
+    "MODEL_NAMES",
+    "PerformerClassifier",
+    "SequenceClassifier",
+    "build_model",
+    "build_sequence_model",
+    "layers",
+    "schedules",
+]
 __version__ = "0.1.0"

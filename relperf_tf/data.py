@@ -45,6 +45,11 @@ class DatasetSpec:
         """Shape the model sees after preprocessing."""
         return (IMAGE_SIZE, IMAGE_SIZE, self.channels)
 
+    @property
+    def sequence_length(self):
+        """Tokens of the `sequence` layout: the native pixels in raster order (784 for MNIST)."""
+        return self.native_shape[0] * self.native_shape[1]
+
 
 DATASETS = {
     "mnist": DatasetSpec("mnist", (28, 28, 1), tuple(str(d) for d in range(10))),
@@ -80,16 +85,31 @@ def get_spec(dataset):
     return DATASETS[dataset]
 
 
-def preprocess(images, dataset, embedding_type):
+LAYOUTS = ("image", "sequence")
+
+
+def preprocess(images, dataset, embedding_type, layout="image"):
     """Raw uint8 images `[..., H, W, C]` → model inputs `[..., 32, 32, C]`.
 
     The one preprocessing function of the project: the training pipeline and
-    the exported serving graph both call it.
+    the exported serving graph both call it. With `layout="sequence"` the
+    native pixels are kept (no resize) and read in raster order:
+    `{"pixels": [..., H·W, C], "padding_mask": [..., H·W]}` (sequential
+    MNIST / Fashion-MNIST: 784 tokens).
     """
     spec = get_spec(dataset)
-    pixels = tf.image.resize(
-        tf.cast(images, tf.float32), (IMAGE_SIZE, IMAGE_SIZE), method="bilinear"
-    )
+    pixels = tf.cast(images, tf.float32)
+    if layout == "image":
+        pixels = tf.image.resize(pixels, (IMAGE_SIZE, IMAGE_SIZE), method="bilinear")
+    else:
+        pixels = tf.reshape(pixels, tf.concat([tf.shape(pixels)[:-3], [-1, spec.channels]], 0))
+        pixels = _scale(pixels, spec, embedding_type)
+        return {"pixels": pixels, "padding_mask": tf.ones(tf.shape(pixels)[:-1], tf.bool)}
+    return _scale(pixels, spec, embedding_type)
+
+
+def _scale(pixels, spec, embedding_type):
+    """float pixel values 0…255 → the embedding's inputs."""
     if embedding_type == "lookup":
         return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
     pixels = pixels / 255.0
@@ -198,10 +218,12 @@ class Splits:
     spec: DatasetSpec
 
 
-def _pipeline(dataset, split, builder, embedding_type, batch_size, shuffle_seed=None):
+def _pipeline(
+    dataset, split, builder, embedding_type, batch_size, shuffle_seed=None, layout="image"
+):
     data = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     data = data.map(
-        lambda image, label: (preprocess(image, dataset, embedding_type), label),
+        lambda image, label: (preprocess(image, dataset, embedding_type, layout), label),
         num_parallel_calls=tf.data.AUTOTUNE,
     ).cache()
     if shuffle_seed is not None:
@@ -216,8 +238,9 @@ def load(
     seed=0,
     data_dir=None,
     validation_size=VALIDATION_SIZE,
+    layout="image",
 ):
-    """Train/validation/test `tf.data` pipelines of (images, labels) batches."""
+    """Train/validation/test `tf.data` pipelines of (images, labels) batches (`preprocess`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is not allowed; use an integer >= 1.")
     builder = prepare(dataset, data_dir)
@@ -225,11 +248,11 @@ def load(
     train_split = f"train[:-{validation_size}]"
     validation_split = f"train[-{validation_size}:]"
     return Splits(
-        train=_pipeline(
-            dataset, train_split, builder, embedding_type, batch_size, shuffle_seed=seed
+        train=_pipeline(dataset, train_split, builder, embedding_type, batch_size, seed, layout),
+        validation=_pipeline(
+            dataset, validation_split, builder, embedding_type, batch_size, layout=layout
         ),
-        validation=_pipeline(dataset, validation_split, builder, embedding_type, batch_size),
-        test=_pipeline(dataset, "test", builder, embedding_type, batch_size),
+        test=_pipeline(dataset, "test", builder, embedding_type, batch_size, layout=layout),
         spec=get_spec(dataset),
     )
 

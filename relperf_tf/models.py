@@ -68,7 +68,7 @@ def display_name(model_name, position_kernel="favor"):
     return model_name
 
 
-def _options_of(owner, options):
+def options_of(owner, options):
     """The entries of `options` that `owner`'s `SETTINGS` name."""
     return {s.name: options[s.name] for s in owner.SETTINGS if s.name in options}
 
@@ -166,7 +166,7 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
             self.dim,
             name="embedding",
             **self._sublayer,
-            **_options_of(PixelEmbedding, self.layer_options),
+            **options_of(PixelEmbedding, self.layer_options),
         )
         self.positions = self._make_positions()
         self.class_token = ClassToken(
@@ -180,7 +180,7 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
                 remat=self.remat,
                 name=f"block_{index}",
                 **self._sublayer,
-                **_options_of(TransformerBlock, self.layer_options),
+                **options_of(TransformerBlock, self.layer_options),
             )
             for index in range(self.depth)
         ]
@@ -251,7 +251,7 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
         if encoding == "clipped":
             ClippedRelativeAttention.check_heads_even(heads)
         for owner in LAYER_OWNERS:
-            owner.check_options(**_options_of(owner, options))
+            owner.check_options(**options_of(owner, options))
         PixelEmbedding.check_width(dim, image_shape[2], options.get("embedding_type"))
         if encoding == "relative":
             RelativeFavorAttention.check_kernel(
@@ -303,7 +303,7 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
     def _attention(self, index):
         """The attention layer of block `index`."""
         favor = dict(
-            _options_of(FavorKernel, self.layer_options),
+            options_of(FavorKernel, self.layer_options),
             seed=self.seed * 1000 + index,
             remat=self.remat,
             name="attention",
@@ -313,7 +313,7 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
             return RelativeFavorAttention(
                 self.heads,
                 position_kernel=self.position_kernel,
-                **_options_of(RelativeFavorAttention, self.layer_options),
+                **options_of(RelativeFavorAttention, self.layer_options),
                 **self._rotation_initializers(),
                 **favor,
             )
@@ -321,7 +321,7 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
             return ClippedRelativeAttention(
                 self.heads,
                 grid_shape=self.grid_shape,
-                **_options_of(ClippedRelativeAttention, self.layer_options),
+                **options_of(ClippedRelativeAttention, self.layer_options),
                 **favor,
             )
         return FavorAttention(self.heads, **favor)

@@ -84,5 +84,6 @@ def test_pipeline(hparams, data_dir=None, batch_size=256):
         hparams["embedding_type"],
         0,
         data_dir or hparams.get("data_dir"),
+        layout=hparams.get("layout", "image"),
     )
     return splits.test

@@ -26,6 +26,14 @@ from relperf_tf.callbacks import (
     StopOnSignal,
 )
 from relperf_tf.models import MODEL_NAMES, MODEL_SETTINGS, build_model, check_hparams
+from relperf_tf.sequence_classifier import (
+    SequenceClassifier,
+    build_sequence_model,
+    check_sequence_hparams,
+)
+
+# The settings of every model a run can build: the image models' and the sequence task's.
+RUN_MODEL_SETTINGS = MODEL_SETTINGS + SequenceClassifier.SETTINGS
 from relperf_tf.schedules import SCHEDULES, WarmupSchedule
 
 STRATEGIES = ("auto", "mirrored", "default", "multi_worker")
@@ -75,6 +83,9 @@ class RunSettings:
     Attributes:
         model: the model to train.
         dataset: the dataset.
+        layout: `image` (32×32 pixels on a grid, a class token) or `sequence` (the native
+            pixels in raster order as a 1-D sequence, e.g. sequential Fashion-MNIST's 784
+            tokens; positions from the token order; `--causal` available).
         log_dir: directory of experiments; a run writes <log_dir>/<exp_name>/<version>/.
         exp_name: experiment name.
         version: run name (None: the next free version_N).
@@ -100,6 +111,7 @@ class RunSettings:
 
     model: str
     dataset: str
+    layout: str = "image"
     log_dir: str = "logs"
     exp_name: str = "default"
     version: typing.Optional[str] = None
@@ -123,7 +135,7 @@ class RunSettings:
     def model_hparams(self):
         """What `build_model` takes: every model setting, the seed and the dtype policy."""
         return dict(
-            {s.name: getattr(self, s.name) for s in MODEL_SETTINGS},
+            {s.name: getattr(self, s.name) for s in RUN_MODEL_SETTINGS},
             seed=self.seed,
             dtype=precision_lib.dtype_policy(self.precision),
         )
@@ -133,6 +145,7 @@ def _run_setting_choices():
     return {
         "model": MODEL_NAMES,
         "dataset": tuple(data_lib.DATASETS),
+        "layout": data_lib.LAYOUTS,
         "schedule": SCHEDULES,
         "strategy": STRATEGIES,
         "precision": precision_lib.PRECISIONS,
@@ -172,7 +185,7 @@ TrainConfig = dataclasses.make_dataclass(
             typing.Optional[s.kind] if s.default is None else s.kind,
             dataclasses.field(default=s.default),
         )
-        for s in MODEL_SETTINGS
+        for s in RUN_MODEL_SETTINGS
     ],
     bases=(RunSettings,),
     namespace={
@@ -213,13 +226,7 @@ def validate_config(config):
     try:
         _check_run_settings(config)
         if config.model in MODEL_NAMES and config.dataset in data_lib.DATASETS:
-            spec = data_lib.get_spec(config.dataset)
-            check_hparams(
-                config.model,
-                image_shape=spec.image_shape,
-                num_classes=spec.num_classes,
-                **config.model_hparams(),
-            )
+            build_run_model(config, check_only=True)
     except settings.InvalidSetting as error:
         raise ValueError(error.flag_message()) from None
 
@@ -299,16 +306,43 @@ def compile_model(model, config):
     return model
 
 
+def build_run_model(config, image_shape=None, check_only=False):
+    """The run's model for its `layout` (`image_shape` overrides the data's), or with
+    `check_only` its settings checked without building anything (InvalidSetting)."""
+    spec = data_lib.get_spec(config.dataset)
+    hparams = config.model_hparams()
+    causal = hparams.pop("causal")
+    if config.layout == "sequence":
+        if hparams.get("margin"):
+            raise settings.InvalidSetting(
+                f"margin={hparams['margin']} is not allowed with layout='sequence'; "
+                "it pads images (use margin=0).",
+                ["margin", "layout"],
+            )
+        sequence = dict(
+            channels=spec.channels,
+            num_classes=spec.num_classes,
+            max_length=spec.sequence_length,
+            causal=causal,
+        )
+        if check_only:
+            return check_sequence_hparams(config.model, **sequence, **hparams) and None
+        return build_sequence_model(config.model, **sequence, **hparams)
+    if causal:
+        raise settings.InvalidSetting(
+            "causal=True is not allowed with layout='image'; use layout='sequence'.",
+            ["causal", "layout"],
+        )
+    shape = dict(image_shape=image_shape or spec.image_shape, num_classes=spec.num_classes)
+    if check_only:
+        return check_hparams(config.model, **shape, **hparams) and None
+    return build_model(config.model, **shape, **hparams)
+
+
 def build_compiled_model(config, strategy, image_shape=None):
     """The run's model, built and compiled under `strategy` (`image_shape` overrides the data's)."""
-    spec = data_lib.get_spec(config.dataset)
     with strategy.scope():
-        model = build_model(
-            config.model,
-            image_shape=image_shape or spec.image_shape,
-            num_classes=spec.num_classes,
-            **config.model_hparams(),
-        )
+        model = build_run_model(config, image_shape)
         compile_model(model, config)
     return model
 
@@ -430,7 +464,12 @@ def train(config, splits=None):
     strategy = make_strategy(config.strategy, config.cpu_replicas)
     if splits is None:
         splits = data_lib.load(
-            config.dataset, config.batch_size, config.embedding_type, config.seed, config.data_dir
+            config.dataset,
+            config.batch_size,
+            config.embedding_type,
+            config.seed,
+            config.data_dir,
+            layout=config.layout,
         )
     model = build_compiled_model(config, strategy)
 

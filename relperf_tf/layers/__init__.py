@@ -9,6 +9,7 @@ from relperf_tf.layers.grid_relative_attention import GridRelativeAttention
 from relperf_tf.layers.pixel_embedding import PixelEmbedding
 from relperf_tf.layers.relative_attention import RelativeFavorAttention
 from relperf_tf.layers.sinusoid_encoding import LearnableSinusoidEncoding
+from relperf_tf.layers.token_positions import TokenPositions
 from relperf_tf.layers.transformer_block import TransformerBlock
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "LearnableSinusoidEncoding",
     "PixelEmbedding",
     "RelativeFavorAttention",
+    "TokenPositions",
     "TransformerBlock",
 ]

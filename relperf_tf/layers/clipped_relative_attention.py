@@ -186,6 +186,11 @@ class ClippedRelativeAttention(FavorAttention):
     def _grid(self, tokens, grid_shape):
         """The (H, W) of this call: given, the constructor's, or one row of the grid tokens."""
         grid_shape = grid_shape or self.grid_shape
+        if tokens is None:
+            raise ValueError(
+                "ClippedRelativeAttention needs a static token count (its windows are laid out "
+                "when the graph is built); give the inputs a fixed length."
+            )
         if grid_shape is None:
             return (1, tokens - int(self.class_token))
         height, width = (int(s) for s in grid_shape)

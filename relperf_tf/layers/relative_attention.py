@@ -275,7 +275,8 @@ class RelativeFavorAttention(FavorAttention):
         axes, _, _ = self._grids(queries, keys, grid_shape, key_grid_shape)
         circular = self.position_kernel == "circular"
         for axis, (query_length, key_length) in enumerate(axes):
-            if circular and query_length != key_length:
+            static = isinstance(query_length, int) and isinstance(key_length, int)
+            if circular and static and query_length != key_length:
                 raise ValueError(
                     f"position_kernel='circular' needs queries and keys of one length per axis; "
                     f"got {query_length} and {key_length} on axis {axis}."
@@ -283,7 +284,7 @@ class RelativeFavorAttention(FavorAttention):
         if self.position_axes == 1:
             offsets = toeplitz_attention.offsets_vector(queries, keys)  # [T + S − 1]
             if circular:
-                offsets = wrap_offsets(offsets, float(queries))
+                offsets = wrap_offsets(offsets, ops.cast(queries, "float32"))
             return [self._axis_logits(self._encode(offsets[:, None]), 0)]
         logits = []
         for axis, (query_length, key_length) in enumerate(axes):
@@ -307,7 +308,7 @@ class RelativeFavorAttention(FavorAttention):
         scales = self.num_pairs // (2 if self._is_grid_given() else self.position_axes)
         pairs = slice(axis * scales, (axis + 1) * scales)
         encoding = ops.cast(encoding, self.compute_dtype)
-        lead = tuple(encoding.shape[:-1])
+        lead = tuple(ops.shape(encoding)[:-1])
         encoding = ops.reshape(encoding, (1,) + lead + (scales, 2))
         index = (slice(None),) + (None,) * len(lead) + (pairs,)
         rotated_cos = rotate_pairs(encoding, self.alpha[index], self.beta[index])[..., 1]
@@ -366,7 +367,7 @@ class RelativeFavorAttention(FavorAttention):
         grid_shape=None,
         key_grid_shape=None,
     ):
-        queries, keys = query.shape[1], value.shape[1]
+        queries, keys = toeplitz_attention.length(query, 1), toeplitz_attention.length(value, 1)
         own = self.pos_scales is not None
         if own and positions is not None:
             raise ValueError(

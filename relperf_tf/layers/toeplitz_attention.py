@@ -50,10 +50,18 @@ def toeplitz_table(logits, queries, keys):
 
 def _fft_length(size):
     """The smallest power of two >= size (sizes of the form 2^k are the FFT's fastest)."""
+    if not isinstance(size, int):  # a length known only when the graph runs
+        return ops.cast(2.0 ** ops.ceil(ops.log2(ops.cast(size, "float32"))), "int32")
     length = 1
     while length < size:
         length *= 2
     return length
+
+
+def length(x, axis):
+    """The static size of `x` along `axis`, or its size when the graph runs."""
+    size = x.shape[axis]
+    return int(size) if size is not None else ops.shape(x)[axis]
 
 
 def _toeplitz_product_fft(factor, mixed, queries):
@@ -61,14 +69,14 @@ def _toeplitz_product_fft(factor, mixed, queries):
 
     factor `[heads, T + S − 1]`, mixed `[b, h, channels, S]` → `[b, h, channels, T]`.
     """
-    keys = mixed.shape[-1]
-    length = _fft_length(queries + keys - 1)
-    factor_real, factor_imag = ops.rfft(factor, fft_length=length)  # [h, L/2 + 1]
-    mixed_real, mixed_imag = ops.rfft(mixed, fft_length=length)  # [b, h, c, L/2 + 1]
+    keys = length(mixed, -1)
+    size = _fft_length(queries + keys - 1)
+    factor_real, factor_imag = ops.rfft(factor, fft_length=size)  # [h, L/2 + 1]
+    mixed_real, mixed_imag = ops.rfft(mixed, fft_length=size)  # [b, h, c, L/2 + 1]
     factor_real, factor_imag = factor_real[None, :, None], factor_imag[None, :, None]
     real = mixed_real * factor_real - mixed_imag * factor_imag
     imag = mixed_real * factor_imag + mixed_imag * factor_real
-    full = ops.irfft((real, imag), fft_length=length)  # the linear convolution
+    full = ops.irfft((real, imag), fft_length=size)  # the linear convolution
     return full[..., keys - 1 : keys - 1 + queries]
 
 
@@ -89,12 +97,9 @@ def toeplitz_linear_attention(
         `[batch, heads, T, dim_v]`.
     """
     check_method(method)
-    queries, keys = query_features.shape[2], key_features.shape[2]
-    if queries is None or keys is None:
-        raise ValueError(
-            "the 1-D relative factor needs static token counts; give the inputs a fixed length."
-        )
-    if logits.shape[-1] != queries + keys - 1:
+    queries, keys = length(query_features, 2), length(key_features, 2)
+    static = isinstance(queries, int) and isinstance(keys, int)
+    if static and logits.shape[-1] not in (None, queries + keys - 1):
         raise ValueError(
             f"position logits of length {logits.shape[-1]} do not fit {queries} queries and "
             f"{keys} keys; use T + S − 1 = {queries + keys - 1} offsets."
@@ -108,8 +113,8 @@ def toeplitz_linear_attention(
     # T_j = φ(k_j) ⊗ [v_j, 1], channels first: [b, h, m·(d+1), S].
     outer = key_features[..., :, None] * value_and_ones[..., None, :]  # [b, h, S, m, dv+1]
     outer = ops.reshape(outer, (batch, heads, keys, features * (dim_v + 1)))
-    if method == "auto":
-        method = "dense" if queries * keys <= DENSE_MAX_TOKENS else "fft"
+    if method == "auto":  # a length unknown until the graph runs may be long: FFT
+        method = "dense" if static and queries * keys <= DENSE_MAX_TOKENS else "fft"
     if method == "dense":
         table = toeplitz_table(factor, queries, keys)  # [h, T, S]
         mixed = ops.einsum("hij,bhjc->bhic", table, outer)  # [b, h, T, m·(dv+1)]

@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""1-D shift and length tests: scripts/sequence_shift.py RUN_DIR [...] --max_offset=64
+--output=sequence_shift.csv
+
+The command lives in `relperf_tf.commands.sequence_shift` (also installed as
+`relperf-sequence-shift`).
+"""
+
+from relperf_tf.commands.sequence_shift import run
+
+if __name__ == "__main__":
+    run()
