@@ -16,7 +16,7 @@ from relperf_tf import data as data_lib
 
 
 def place(pixels, offset, canvas_length):
-    """`pixels` `[n, N, C]` at `offset` of a zero canvas: the model's inputs `{pixels, padding_mask}`."""
+    """`pixels` `[n, N, C]` at `offset` of a zero canvas: model inputs {pixels, padding_mask}."""
     count, length, channels = pixels.shape
     if offset < 0 or offset + length > canvas_length:
         raise ValueError(

@@ -31,10 +31,10 @@ from relperf_tf.sequence_classifier import (
     build_sequence_model,
     check_sequence_hparams,
 )
+from relperf_tf.schedules import SCHEDULES, WarmupSchedule
 
 # The settings of every model a run can build: the image models' and the sequence task's.
 RUN_MODEL_SETTINGS = MODEL_SETTINGS + SequenceClassifier.SETTINGS
-from relperf_tf.schedules import SCHEDULES, WarmupSchedule
 
 STRATEGIES = ("auto", "mirrored", "default", "multi_worker")
 PRESETS = {

@@ -77,7 +77,8 @@ def main(argv):
                     print(
                         f"{name:<28} causal={hparams.get('causal')!s:<5} {test:<6} "
                         f"s={row['offset']:<3} L={row['canvas_length']:<5} "
-                        f"accuracy {row['accuracy']:.3f}  max |Δlogit| {row['max_logit_change']:.2e}"
+                        f"accuracy {row['accuracy']:.3f}  "
+                        f"max |Δlogit| {row['max_logit_change']:.2e}"
                     )
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
         text = io.StringIO()
