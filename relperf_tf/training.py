@@ -26,12 +26,12 @@ from relperf_tf.callbacks import (
     StopOnSignal,
 )
 from relperf_tf.models import MODEL_NAMES, MODEL_SETTINGS, build_model, check_hparams
+from relperf_tf.schedules import SCHEDULES, WarmupSchedule
 from relperf_tf.sequence_classifier import (
     SequenceClassifier,
     build_sequence_model,
     check_sequence_hparams,
 )
-from relperf_tf.schedules import SCHEDULES, WarmupSchedule
 
 # The settings of every model a run can build: the image models' and the sequence task's.
 RUN_MODEL_SETTINGS = MODEL_SETTINGS + SequenceClassifier.SETTINGS
