@@ -93,6 +93,13 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path, fashion_mnist_dir):
         (["--model=Performer", "--dataset=mnist", "--precision=fp16"], "--precision='fp16'"),
         (["--model=Performer", "--dataset=mnist", "--batch_size=abc"], "--batch_size"),
         (["--dataset=mnist"], "--model"),
+        (["--model=Performer", "--dataset=mnist", "--layout=grid"], "--layout='grid'"),
+        (["--model=Performer", "--dataset=mnist", "--causal"], "--causal=True"),
+        (
+            ["--model=ClippedRelativePerformer", "--dataset=mnist", "--layout=sequence", "--causal"],
+            "--causal=True",
+        ),
+        (["--model=Performer", "--dataset=mnist", "--layout=sequence", "--margin=2"], "--margin"),
     ],
 )
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, args, flag):
