@@ -2,9 +2,11 @@
 
 import os
 
-# A section of docs/benchmarks.md written by another tool (benchmarks/peers/run.py):
-# `render` keeps it, `replace_section` rewrites it.
+# Sections of docs/benchmarks.md written by other tools (benchmarks/peers/run.py,
+# benchmarks/sequence_factor.py): `render` keeps them, `replace_section` rewrites one.
 PEERS_SECTION = "peers"
+SEQUENCE_SECTION = "sequence_factor"
+KEPT_SECTIONS = (PEERS_SECTION, SEQUENCE_SECTION)
 
 
 def _markers(name):
@@ -390,8 +392,9 @@ def render(results, path):
         "`tf.function`): their ratio is the `fit` overhead.",
         "",
     ]
-    kept = read_section(path, PEERS_SECTION)
-    lines += kept + ([""] if kept else [])
+    for name in KEPT_SECTIONS:
+        kept = read_section(path, name)
+        lines += kept + ([""] if kept else [])
     lines += ["## Throughput and memory", "", _HEADER, _RULE]
     for r in sorted(rows, key=_order):
         lines.append(_row_line(r))

@@ -359,28 +359,28 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
         return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
-        return dict(
-            name=self.name,
-            trainable=self.trainable,
-            dtype=keras.dtype_policies.serialize(self._sublayer["dtype"]),
-            image_shape=self.image_shape,
-            num_classes=self.num_classes,
-            position_encoding=self.position_encoding,
-            dim=self.dim,
-            depth=self.depth,
-            heads=self.heads,
-            pos_scales=self.pos_scales,
-            position_kernel=self.position_kernel,
-            locality=self.locality,
-            margin=self.margin,
-            seed=self.seed,
-            remat=self.remat,
-            **self.layer_options,
-        )
+        return model_config(self)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+
+def model_config(model):
+    """A functional task's config: Keras' own arguments, every constructor argument (each stored
+    as the attribute of its name) and its layer options (`layer_options`)."""
+    names = [
+        name
+        for name, parameter in inspect.signature(type(model).__init__).parameters.items()
+        if name != "self" and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+    ]
+    return dict(
+        name=model.name,
+        trainable=model.trainable,
+        dtype=keras.dtype_policies.serialize(model._sublayer["dtype"]),
+        **{name: getattr(model, name) for name in names},
+        **model.layer_options,
+    )
 
 
 PerformerClassifier.SETTINGS = settings.describe(

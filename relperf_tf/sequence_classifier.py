@@ -42,6 +42,7 @@ from relperf_tf.models import (
     MODEL_NAMES,
     POSITION_ENCODINGS,
     PerformerClassifier,
+    model_config,
     options_of,
 )
 
@@ -236,25 +237,7 @@ class SequenceClassifier(DirectXlaSteps, keras.Model):
         return FavorAttention(self.heads, **favor)
 
     def get_config(self):
-        return dict(
-            name=self.name,
-            trainable=self.trainable,
-            dtype=keras.dtype_policies.serialize(self._sublayer["dtype"]),
-            channels=self.channels,
-            num_classes=self.num_classes,
-            position_encoding=self.position_encoding,
-            max_length=self.max_length,
-            causal=self.causal,
-            dim=self.dim,
-            depth=self.depth,
-            heads=self.heads,
-            pos_scales=self.pos_scales,
-            position_kernel=self.position_kernel,
-            locality=self.locality,
-            seed=self.seed,
-            remat=self.remat,
-            **self.layer_options,
-        )
+        return model_config(self)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -89,9 +89,10 @@ def test_locality_prior_peaks_at_each_heads_offset():
     frequencies = np.array([1.0, 0.3, 0.1])
     alpha, beta = sequence_rotations(4, frequencies, 2.0)
     offsets = np.arange(-5, 6)
-    profile = np.cos(offsets[:, None] * frequencies) @ alpha.T + np.sin(
-        offsets[:, None] * frequencies
-    ) @ beta.T  # [offsets, heads]
+    profile = (
+        np.cos(offsets[:, None] * frequencies) @ alpha.T
+        + np.sin(offsets[:, None] * frequencies) @ beta.T
+    )  # [offsets, heads]
     assert list(offsets[profile.argmax(0)]) == [1, -1, 2, -2]
 
 

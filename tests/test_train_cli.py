@@ -96,7 +96,12 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path, fashion_mnist_dir):
         (["--model=Performer", "--dataset=mnist", "--layout=grid"], "--layout='grid'"),
         (["--model=Performer", "--dataset=mnist", "--causal"], "--causal=True"),
         (
-            ["--model=ClippedRelativePerformer", "--dataset=mnist", "--layout=sequence", "--causal"],
+            [
+                "--model=ClippedRelativePerformer",
+                "--dataset=mnist",
+                "--layout=sequence",
+                "--causal",
+            ],
             "--causal=True",
         ),
         (["--model=Performer", "--dataset=mnist", "--layout=sequence", "--margin=2"], "--margin"),

@@ -80,6 +80,14 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "report", os.path.join(REPO, "docs", "benchmarks.md"), "Markdown report to render."
 )
+flags.DEFINE_list(
+    "sequence_lengths",
+    None,
+    "Instead of the models: the 1-D exact factor (dense and FFT) against content-only FAVOR+ "
+    "at these sequence lengths, bidirectional and causal (benchmarks/sequence_factor.py), into "
+    "docs/sequence_factor.json and the report's '1-D exact factor' section; e.g. "
+    "1024,4096,16384,65536.",
+)
 flags.DEFINE_string("child", None, "internal: run one configuration and print its result")
 FLAGS = flags.FLAGS
 MODES = ("train", "infer", "serve")
@@ -113,12 +121,35 @@ def _row_key(r):
     ) + (r.get("remat", False), r.get("precision", "float32"))
 
 
+def _sequence_factor():
+    from benchmarks import sequence_factor
+
+    try:
+        lengths = [int(n) for n in FLAGS.sequence_lengths]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) < 1:
+        cli.fail(
+            f"flag --sequence_lengths={','.join(FLAGS.sequence_lengths)} is not allowed; use "
+            "positive integers like 1024,4096."
+        )
+    sequence_factor.run(
+        lengths,
+        output=os.path.join(REPO, "docs", "sequence_factor.json"),
+        markdown=FLAGS.report,
+        timeout=FLAGS.timeout,
+    )
+
+
 def main(argv):
     if FLAGS.child:
         benchmarking.main_child(FLAGS.child)
         return
     from benchmarks import report
 
+    if FLAGS.sequence_lengths:
+        _sequence_factor()
+        return
     for model in FLAGS.models:
         if model not in benchmarking.BENCH_MODELS:
             cli.fail(
