@@ -381,12 +381,12 @@ def small_disk(tmp_path):
 
 
 def fill(directory):
-    """Writes zeros into `directory` until the disk is full."""
-    with open(os.path.join(directory, "filler"), "wb") as f:
+    """Writes zeros into `directory` until the disk is full (unbuffered: closing the file has
+    nothing left to write, so it cannot fail on the full disk)."""
+    with open(os.path.join(directory, "filler"), "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
 
