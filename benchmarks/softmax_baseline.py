@@ -14,11 +14,11 @@ from relperf_tf.models import PerformerClassifier
 
 @keras.saving.register_keras_serializable(package="relperf_benchmarks")
 class SoftmaxSelfAttention(keras.layers.MultiHeadAttention):
-    """Quadratic softmax self-attention with the FAVOR+ layers' call signature.
+    """Quadratic softmax attention: `keras.layers.MultiHeadAttention` plus `query_index`.
 
     out = W_o · softmax(q kᵀ / √d) v per head, q, k, v `[batch, heads,
-    tokens, dim/heads]`: Keras' own `MultiHeadAttention` (query = value =
-    inputs), so `TransformerBlock` can hold it where it holds a FAVOR+ layer.
+    tokens, dim/heads]`: Keras' own layer, whose call the FAVOR+ layers share,
+    with the one extension `TransformerBlock` uses in a classifier's last block.
     It is the `exact` baseline of the benchmarks (O(N²) time and memory).
 
     Args:
@@ -28,32 +28,33 @@ class SoftmaxSelfAttention(keras.layers.MultiHeadAttention):
         **kwargs: other `keras.layers.MultiHeadAttention` arguments.
 
     Call arguments:
-        inputs: `[batch, tokens, dim]`.
-        training: bool.
+        query, value, key, masks, training: as `keras.layers.MultiHeadAttention`
+            (value None: self-attention).
         query_index: optional int, only that token's output (see `FavorAttention`).
 
     Returns:
         `[batch, tokens, dim]`.
 
     Example:
-    >>> SoftmaxSelfAttention(num_heads=2, key_dim=4)(keras.random.normal((1, 9, 8))).shape
+    >>> x = keras.random.normal((1, 9, 8))
+    >>> SoftmaxSelfAttention(num_heads=2, key_dim=4)(x, x).shape
     (1, 9, 8)
     """
 
-    def build(self, inputs_shape):
-        super().build(inputs_shape, inputs_shape)
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        super().build(query_shape, value_shape or query_shape, key_shape)
 
-    def call(self, inputs, training=None, query_index=None):
-        query = inputs if query_index is None else select_token(inputs, query_index)
-        return super().call(query, inputs, training=training)
+    def call(
+        self, query, value=None, key=None, query_mask=None, training=None, query_index=None, **kw
+    ):
+        value = query if value is None else value  # self-attention
+        if query_index is not None:
+            query = select_token(query, query_index)
+            query_mask = None if query_mask is None else select_token(query_mask, query_index)
+        return super().call(query, value, key, query_mask=query_mask, training=training, **kw)
 
-    def compute_output_shape(self, inputs_shape):
-        return tuple(inputs_shape)
-
-    def compute_output_spec(self, inputs, training=None, query_index=None):
-        shape = (
-            tuple(inputs.shape) if query_index is None else (inputs.shape[0], 1, inputs.shape[2])
-        )
+    def compute_output_spec(self, query, value=None, *args, query_index=None, **kwargs):
+        shape = tuple(query.shape) if query_index is None else (query.shape[0], 1, query.shape[2])
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
 

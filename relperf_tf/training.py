@@ -133,9 +133,11 @@ class RunSettings:
     verbose: int = 1
 
     def model_hparams(self):
-        """What `build_model` takes: every model setting, the seed and the dtype policy."""
+        """What the layout's model factory takes: every model setting (the sequence task's too
+        with `layout="sequence"`), the seed and the dtype policy."""
+        names = MODEL_SETTINGS + (SequenceClassifier.SETTINGS if self.layout == "sequence" else ())
         return dict(
-            {s.name: getattr(self, s.name) for s in RUN_MODEL_SETTINGS},
+            {s.name: getattr(self, s.name) for s in names},
             seed=self.seed,
             dtype=precision_lib.dtype_policy(self.precision),
         )
@@ -311,7 +313,7 @@ def build_run_model(config, image_shape=None, check_only=False):
     `check_only` its settings checked without building anything (InvalidSetting)."""
     spec = data_lib.get_spec(config.dataset)
     hparams = config.model_hparams()
-    causal = hparams.pop("causal")
+    causal = hparams.pop("causal", config.causal)
     if config.layout == "sequence":
         if hparams.get("margin"):
             raise settings.InvalidSetting(

@@ -541,3 +541,17 @@ def test_new_configurations_round_trip(tmp_path, make, inputs, options, trainabl
         expected_non_trainable_weights=2,  # W and the redraw step
         call_options=options,
     )
+
+
+def test_auto_method_is_the_same_when_lengths_are_known_only_at_run_time():
+    """`predict` relaxes the token count to None: `auto` must still pick the dense product."""
+    import tensorflow as tf
+
+    layer = RelativeFavorAttention(HEADS, position_kernel="exact", pos_scales=2, nb_features=4)
+    x = tokens(2, 33, 19)
+    static = np.array(layer(x, x, use_causal_mask=True))
+    relaxed = tf.function(
+        lambda x: layer(x, x, use_causal_mask=True),
+        input_signature=[tf.TensorSpec((None, None, DIM))],
+    )
+    np.testing.assert_allclose(np.array(relaxed(x)), static, atol=1e-6)

@@ -9,10 +9,16 @@ is a Toeplitz product on every channel and out_i ∝ φ(q_i)·S_i:
   O(N log N·m·d) (Luo et al. 2021, arXiv:2106.12566); float32 FFTs carry an
   absolute error ~1e-7 of the largest factor entry, so entries far below
   that are lost;
-- `auto`: `dense` up to `DENSE_MAX_TOKENS` keys·queries, else `fft`
-  (docs/benchmarks.md, "1-D exact factor", measures the crossover).
-P enters as one vector over Δ = −(S−1) … T−1; it is shifted by its max
-per head before exp (the scale cancels in each query's normalisation).
+- `auto`: `dense` up to `DENSE_MAX_TOKENS` keys·queries, else `fft`, decided
+  when the graph runs if the lengths are not static, so that a model computes
+  the same function in `fit` (static lengths) and in `predict` (Keras relaxes
+  them). docs/benchmarks.md ("1-D exact factor") measures both: the FFT is
+  faster from a few hundred tokens, but loses the factor's small entries, and
+  a causal model, whose keys carry no ε, can then mis-normalise its early
+  tokens; the dense product is exact.
+P enters as one vector over Δ = −(S−1) … T−1; before exp it is shifted by
+its max per head (FFT) or per query row (dense); the scale cancels in each
+query's normalisation.
 Causal: factor 0 for j > i, still a (lower-triangular) Toeplitz product.
 """
 
@@ -106,22 +112,34 @@ def toeplitz_linear_attention(
         )
     if causal:
         logits = causal_logits(logits, keys)
-    factor = ops.exp(logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True)))
     batch, heads = ops.shape(value)[0], ops.shape(value)[1]
     features, dim_v = key_features.shape[-1], value.shape[-1]
     value_and_ones = ops.concatenate([value, ops.ones_like(value[..., :1])], axis=-1)
     # T_j = φ(k_j) ⊗ [v_j, 1], channels first: [b, h, m·(d+1), S].
     outer = key_features[..., :, None] * value_and_ones[..., None, :]  # [b, h, S, m, dv+1]
     outer = ops.reshape(outer, (batch, heads, keys, features * (dim_v + 1)))
-    if method == "auto":  # a length unknown until the graph runs may be long: FFT
-        method = "dense" if static and queries * keys <= DENSE_MAX_TOKENS else "fft"
-    if method == "dense":
-        table = toeplitz_table(factor, queries, keys)  # [h, T, S]
-        mixed = ops.einsum("hij,bhjc->bhic", table, outer)  # [b, h, T, m·(dv+1)]
-    else:
-        mixed = ops.swapaxes(
+
+    def dense():
+        # Each query row scaled by its own max (over the keys it may see: causal rows over
+        # Δ = 0 … i, whatever the padding), so its largest factor is 1.
+        table = toeplitz_table(logits, queries, keys)  # [h, T, S]
+        table = ops.exp(table - ops.stop_gradient(ops.max(table, axis=-1, keepdims=True)))
+        return ops.einsum("hij,bhjc->bhic", table, outer)  # [b, h, T, m·(dv+1)]
+
+    def fft():
+        factor = ops.exp(logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True)))
+        return ops.swapaxes(
             _toeplitz_product_fft(factor, ops.swapaxes(outer, -1, -2), queries), -1, -2
         )
+
+    if method == "dense":
+        mixed = dense()
+    elif method == "fft":
+        mixed = fft()
+    elif static:
+        mixed = dense() if queries * keys <= DENSE_MAX_TOKENS else fft()
+    else:  # lengths known only when the graph runs: the same choice, made then
+        mixed = ops.cond(queries * keys <= DENSE_MAX_TOKENS, dense, fft)
     mixed = ops.reshape(mixed, (batch, heads, queries, features, dim_v + 1))
     out = ops.einsum("bhim,bhimc->bhic", query_features, mixed)  # [b, h, T, dv+1]
     return safe_divide(out[..., :dim_v], out[..., dim_v:])
