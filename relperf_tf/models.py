@@ -154,36 +154,18 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
         self.margin = int(margin)
         self.seed = int(seed)
         self.remat = bool(remat)
-        # Every layer option, at its layer's default unless given.
-        self.layer_options = {
-            s.name: checked.get(s.name, s.default) for owner in LAYER_OWNERS for s in owner.SETTINGS
-        }
+        self.layer_options = resolved_layer_options(checked)
         policy = keras.dtype_policies.get(keras_kwargs.get("dtype") or keras.config.dtype_policy())
         self._sublayer = dict(dtype=policy)
 
         # === Layers ===
-        self.embedding = PixelEmbedding(
-            self.dim,
-            name="embedding",
-            **self._sublayer,
-            **options_of(PixelEmbedding, self.layer_options),
-        )
-        self.positions = self._make_positions()
+        self.positions = self._make_positions()  # before the blocks: the locality prior reads it
+        self.embedding, self.blocks = embedding_and_blocks(self)
         self.class_token = ClassToken(
             "last" if position_encoding == "clipped" else "first",
             name="class_token",
             **self._sublayer,
         )
-        self.blocks = [
-            TransformerBlock(
-                self._attention(index),
-                remat=self.remat,
-                name=f"block_{index}",
-                **self._sublayer,
-                **options_of(TransformerBlock, self.layer_options),
-            )
-            for index in range(self.depth)
-        ]
         self.head = keras.layers.Dense(self.num_classes, name="head", **self._sublayer)
 
         # === Functional model ===
@@ -364,6 +346,35 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+
+def resolved_layer_options(checked):
+    """Every layer option of `LAYER_OWNERS`, at its layer's default unless `checked` gives it."""
+    return {
+        s.name: checked.get(s.name, s.default) for owner in LAYER_OWNERS for s in owner.SETTINGS
+    }
+
+
+def embedding_and_blocks(model):
+    """The pixel embedding and the `TransformerBlock` stack a task shares: built from the
+    task's `dim`, `depth`, `remat`, dtype policy, `layer_options` and `_attention(index)`."""
+    embedding = PixelEmbedding(
+        model.dim,
+        name="embedding",
+        **model._sublayer,
+        **options_of(PixelEmbedding, model.layer_options),
+    )
+    blocks = [
+        TransformerBlock(
+            model._attention(index),
+            remat=model.remat,
+            name=f"block_{index}",
+            **model._sublayer,
+            **options_of(TransformerBlock, model.layer_options),
+        )
+        for index in range(model.depth)
+    ]
+    return embedding, blocks
 
 
 def model_config(model):

@@ -31,19 +31,18 @@ from relperf_tf.layers import (
     FavorAttention,
     FavorKernel,
     LearnableSinusoidEncoding,
-    PixelEmbedding,
     RelativeFavorAttention,
-    TransformerBlock,
 )
 from relperf_tf.layers.locality_prior import initial_frequencies
 from relperf_tf.layers.token_positions import TokenPositions
 from relperf_tf.models import (
-    LAYER_OWNERS,
     MODEL_NAMES,
     POSITION_ENCODINGS,
     PerformerClassifier,
+    embedding_and_blocks,
     model_config,
     options_of,
+    resolved_layer_options,
 )
 
 
@@ -128,19 +127,12 @@ class SequenceClassifier(DirectXlaSteps, keras.Model):
         self.dim, self.depth, self.heads = int(dim), int(depth), int(heads)
         self.pos_scales, self.position_kernel = int(pos_scales), position_kernel
         self.locality, self.seed, self.remat = float(locality), int(seed), bool(remat)
-        self.layer_options = {
-            s.name: options.get(s.name, s.default) for owner in LAYER_OWNERS for s in owner.SETTINGS
-        }
+        self.layer_options = resolved_layer_options(options)
         policy = keras.dtype_policies.get(keras_kwargs.get("dtype") or keras.config.dtype_policy())
         self._sublayer = dict(dtype=policy)
 
         # === Layers ===
-        self.embedding = PixelEmbedding(
-            self.dim,
-            name="embedding",
-            **self._sublayer,
-            **options_of(PixelEmbedding, self.layer_options),
-        )
+        self.embedding, self.blocks = embedding_and_blocks(self)
         self.positions = None
         if position_encoding == "absolute":
             self.positions = LearnableSinusoidEncoding(
@@ -149,16 +141,6 @@ class SequenceClassifier(DirectXlaSteps, keras.Model):
                 name="positions",
                 dtype=policy.variable_dtype,
             )
-        self.blocks = [
-            TransformerBlock(
-                self._attention(index),
-                remat=self.remat,
-                name=f"block_{index}",
-                **self._sublayer,
-                **options_of(TransformerBlock, self.layer_options),
-            )
-            for index in range(self.depth)
-        ]
         self.pool = keras.layers.GlobalAveragePooling1D(name="pool", **self._sublayer)
         self.head = keras.layers.Dense(self.num_classes, name="head", **self._sublayer)
 
