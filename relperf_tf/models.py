@@ -284,13 +284,7 @@ class PerformerClassifier(DirectXlaSteps, keras.Model):
 
     def _attention(self, index):
         """The attention layer of block `index`."""
-        favor = dict(
-            options_of(FavorKernel, self.layer_options),
-            seed=self.seed * 1000 + index,
-            remat=self.remat,
-            name="attention",
-            **self._sublayer,
-        )
+        favor = attention_options(self, index)
         if self.position_encoding == "relative":
             return RelativeFavorAttention(
                 self.heads,
@@ -353,6 +347,18 @@ def resolved_layer_options(checked):
     return {
         s.name: checked.get(s.name, s.default) for owner in LAYER_OWNERS for s in owner.SETTINGS
     }
+
+
+def attention_options(model, index):
+    """What every attention layer of block `index` takes: the FAVOR+ options, the block's seed
+    (1000·seed + index), remat, its name and the task's dtype policy."""
+    return dict(
+        options_of(FavorKernel, model.layer_options),
+        seed=model.seed * 1000 + index,
+        remat=model.remat,
+        name="attention",
+        **model._sublayer,
+    )
 
 
 def embedding_and_blocks(model):

@@ -29,7 +29,6 @@ from relperf_tf.direct_steps import DirectXlaSteps
 from relperf_tf.layers import (
     ClippedRelativeAttention,
     FavorAttention,
-    FavorKernel,
     LearnableSinusoidEncoding,
     RelativeFavorAttention,
 )
@@ -39,6 +38,7 @@ from relperf_tf.models import (
     MODEL_NAMES,
     POSITION_ENCODINGS,
     PerformerClassifier,
+    attention_options,
     embedding_and_blocks,
     model_config,
     options_of,
@@ -184,13 +184,7 @@ class SequenceClassifier(DirectXlaSteps, keras.Model):
         )
 
     def _attention(self, index):
-        favor = dict(
-            options_of(FavorKernel, self.layer_options),
-            seed=self.seed * 1000 + index,
-            remat=self.remat,
-            name="attention",
-            **self._sublayer,
-        )
+        favor = attention_options(self, index)
         if self.position_encoding == "relative":
             rotations = {}
             if self.locality:
