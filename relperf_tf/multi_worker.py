@@ -43,7 +43,6 @@ import numpy as np
 import tensorflow as tf
 
 from relperf_tf import atomic
-from relperf_tf import data as data_lib
 from relperf_tf.callbacks import BestCheckpoint, Interrupted, MetricsCSVLogger, StopOnSignal
 
 TF_CONFIG_EXAMPLE = (
@@ -355,9 +354,7 @@ def train(config, splits=None, environ=None):
             )
     keras.utils.set_random_seed(config.seed)
     if splits is None:
-        splits = data_lib.load(
-            config.dataset, config.batch_size, config.embedding_type, config.seed, config.data_dir
-        )
+        splits = training.load_splits(config)
     model = training.build_compiled_model(config, strategy)
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)

@@ -308,6 +308,19 @@ def compile_model(model, config):
     return model
 
 
+def load_splits(config, embedding_type=None):
+    """The run's train/validation/test pipelines (`data.load`) for its dataset, batch size,
+    seed, layout and embedding (`embedding_type` overrides it: a tuner trial's)."""
+    return data_lib.load(
+        config.dataset,
+        config.batch_size,
+        embedding_type or config.embedding_type,
+        config.seed,
+        config.data_dir,
+        layout=config.layout,
+    )
+
+
 def build_run_model(config, image_shape=None, check_only=False):
     """The run's model for its `layout` (`image_shape` overrides the data's), or with
     `check_only` its settings checked without building anything (InvalidSetting)."""
@@ -465,14 +478,7 @@ def train(config, splits=None):
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy, config.cpu_replicas)
     if splits is None:
-        splits = data_lib.load(
-            config.dataset,
-            config.batch_size,
-            config.embedding_type,
-            config.seed,
-            config.data_dir,
-            layout=config.layout,
-        )
+        splits = load_splits(config)
     model = build_compiled_model(config, strategy)
 
     run_dir = claim_run_dir(config)

@@ -226,13 +226,7 @@ def search(
     if load_splits is None:
 
         def load_splits(embedding_type):
-            return data_lib.load(
-                base_config.dataset,
-                base_config.batch_size,
-                embedding_type,
-                base_config.seed,
-                base_config.data_dir,
-            )
+            return training.load_splits(base_config, embedding_type)
 
     hypermodel = PerformerHyperModel(base_config, load_splits, dims, heads)
     tuner = make_tuner(
