@@ -555,3 +555,19 @@ def test_auto_method_is_the_same_when_lengths_are_known_only_at_run_time():
         input_signature=[tf.TensorSpec((None, None, DIM))],
     )
     np.testing.assert_allclose(np.array(relaxed(x)), static, atol=1e-6)
+
+
+def test_exact_kernel_with_the_1d_factor_runs_when_lengths_are_known_only_at_run_time():
+    import tensorflow as tf
+
+    layer = RelativeFavorAttention(
+        HEADS, position_kernel="exact", pos_scales=2, feature_map="exact"
+    )
+    x = tokens(2, 21, 20)
+    relaxed = tf.function(
+        lambda x: layer(x, x, use_causal_mask=True),
+        input_signature=[tf.TensorSpec((None, None, DIM))],
+    )
+    np.testing.assert_allclose(
+        np.array(relaxed(x)), np.array(layer(x, x, use_causal_mask=True)), atol=1e-6
+    )

@@ -284,7 +284,8 @@ class FavorKernel(keras.layers.Layer):
         logits, rest = rest[:num_logits], rest[num_logits:]
         key_weights = rest.pop(0) if weighted else None
         projection = rest[0] if rest else None
-        queries, keys = query[0].shape[2], value.shape[2]
+        queries = toeplitz_attention.length(query[0], 2)
+        keys = toeplitz_attention.length(value, 2)
         if self.is_exact:
             bias = self._bias(logits, queries, keys)
             return feature_maps.exact_attention(query, key, value, bias, key_weights, causal)
@@ -350,7 +351,8 @@ class FavorKernel(keras.layers.Layer):
         """
         query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
         logits = list(position_logits or [])
-        queries, keys = query[0].shape[2], key[0].shape[2]
+        queries = toeplitz_attention.length(query[0], 2)
+        keys = toeplitz_attention.length(key[0], 2)
         self.check_call(queries, keys, len(logits), causal)
         bias = self._bias(logits, queries, keys)
         if self.is_exact:
@@ -392,7 +394,8 @@ class FavorKernel(keras.layers.Layer):
             query_features = self.features(query, True, projection, stabilize=False)
             key_features = self.features(key, False, projection, stabilize=False)
             weights = ops.einsum("bhnm,bhkm->bhnk", query_features, key_features)
-        bias = self._bias(list(position_logits or []), query[0].shape[2], key[0].shape[2])
+        queries, keys = (toeplitz_attention.length(x[0], 2) for x in (query, key))
+        bias = self._bias(list(position_logits or []), queries, keys)
         if bias is not None:
             weights = weights * ops.exp(bias)[None]
         return weights
