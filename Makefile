@@ -8,8 +8,8 @@ INSTALLED := $(VENV)/.stamp-installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # glibc malloc settings that keep TensorFlow's large blocks in the heap
-# (relperf_tf/fast_malloc.py says why); the test process gets them too.
-export GLIBC_TUNABLES ?= $(shell sed -n 's/^TUNABLES = "\(.*\)"/\1/p' relperf_tf/fast_malloc.py)
+# (relperf_cli.py says why); the test process gets them too.
+export GLIBC_TUNABLES ?= $(shell sed -n 's/^TUNABLES = "\(.*\)"/\1/p' relperf_cli.py)
 
 .PHONY: setup demo test test-all lint format clean
 

@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.softmax_baseline import SoftmaxAttentionClassifier
-from relperf_tf import training
+from relperf_tf.app import training
+from relperf_tf.app.precision import CPU_FLAGS, cpu_info, dtype_policy
 from relperf_tf.layers import feature_maps
 from relperf_tf.layers.random_features import default_nb_features, orthogonal_random_matrix
-from relperf_tf.precision import CPU_FLAGS, cpu_info, dtype_policy
 
 BENCH_MODELS = (
     "Performer",
@@ -418,7 +418,7 @@ SERVING_DATASET = "fashion_mnist"
 
 def serving_image_size():
     """The model-side image size of a `serve` row (the dataset's, fixed)."""
-    from relperf_tf import data as data_lib
+    from relperf_tf.app import data as data_lib
 
     return data_lib.get_spec(SERVING_DATASET).image_shape[0]
 
@@ -445,8 +445,8 @@ def time_serving(
     """
     import tempfile
 
-    from relperf_tf import data as data_lib
-    from relperf_tf import export
+    from relperf_tf.app import data as data_lib
+    from relperf_tf.app import export
 
     spec = data_lib.get_spec(SERVING_DATASET)
     model = build(model_name, spec.image_shape[0], batch_size, False, **hparams)
@@ -529,7 +529,7 @@ def approximation_errors(
 
 def fashion_mnist_activations(data_dir=None, images=8):
     """q, k, v `[b, h, n, d]` of the reference Performer's first block on real images."""
-    from relperf_tf import data as data_lib
+    from relperf_tf.app import data as data_lib
     from relperf_tf.layers.favor_attention import split_heads
     from relperf_tf.models import build_model
 

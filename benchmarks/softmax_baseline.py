@@ -2,14 +2,15 @@
 
 `SoftmaxSelfAttention` is `keras.layers.MultiHeadAttention` with the FAVOR+
 layers' call signature; `SoftmaxAttentionClassifier` is `Performer` with it
-in every block (same embedding, positions, blocks and head). Benchmark code,
+in every block (same embedding, positions, blocks and head), made by one more
+position strategy (`absolute_softmax`) registered here. Benchmark code,
 not part of the installed package.
 """
 
 import keras
 
 from relperf_tf.layers.favor_attention import select_token
-from relperf_tf.models import PerformerClassifier
+from relperf_tf.models import PerformerClassifier, position_strategies
 
 
 @keras.saving.register_keras_serializable(package="relperf_benchmarks")
@@ -58,16 +59,33 @@ class SoftmaxSelfAttention(keras.layers.MultiHeadAttention):
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
 
-@keras.saving.register_keras_serializable(package="relperf_benchmarks")
-class SoftmaxAttentionClassifier(PerformerClassifier):
+class SoftmaxAbsolutePositions(position_strategies.AbsolutePositions):
+    """`Performer`'s absolute positions, with `keras.layers.MultiHeadAttention` in every block."""
+
+    name = "absolute_softmax"
+    model_name = "SoftmaxPerformer"
+
+    def attention(self, backbone, index, favor):
+        # FAVOR+ options are accepted and ignored: only the layer's name and policy carry over.
+        return SoftmaxSelfAttention(
+            backbone.heads,
+            backbone.dim // backbone.heads,
+            name=favor["name"],
+            **backbone.sublayer_options,
+        )
+
+
+position_strategies.register(SoftmaxAbsolutePositions())
+
+
+def SoftmaxAttentionClassifier(image_shape, num_classes, **hparams):
     """`Performer` whose attention is `keras.layers.MultiHeadAttention` (exact softmax).
 
     Same embedding, absolute positions, blocks and head; only the attention
-    layer differs, so benchmarks compare FAVOR+ with quadratic attention in
-    the same architecture. FAVOR+ options are accepted and ignored.
+    layer differs (the `absolute_softmax` position strategy above), so
+    benchmarks compare FAVOR+ with quadratic attention in the same
+    architecture. FAVOR+ options are accepted and ignored.
     """
-
-    def _attention(self, index):
-        return SoftmaxSelfAttention(
-            self.heads, self.dim // self.heads, name="attention", **self._sublayer
-        )
+    return PerformerClassifier(
+        image_shape, num_classes, position_encoding="absolute_softmax", **hparams
+    )

@@ -3,11 +3,19 @@
 
 python scripts/benchmark.py --models=Performer,exact --image_sizes=32 --modes=train,infer
 
-
-The command lives in `relperf_tf.commands.benchmark` (also installed as `relperf-benchmark`).
+The command lives in `benchmarks/command.py` of the source checkout (benchmarks are not
+installed with the package, so there is no `relperf-benchmark` console script).
 """
 
-from relperf_tf.commands.benchmark import run
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import relperf_cli  # noqa: E402
 
 if __name__ == "__main__":
+    relperf_cli.prepare()
+    from benchmarks.command import run
+
     run()

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Export a run's best model: scripts/export.py RUN_DIR --export_dir saved_models/NAME
 
-The command lives in `relperf_tf.commands.export` (also installed as `relperf-export`).
+The command lives in `relperf_tf.app.commands.export` (also installed as `relperf-export`).
 """
 
-from relperf_tf.commands.export import run
+import relperf_cli
 
 if __name__ == "__main__":
-    run()
+    relperf_cli.main("export")

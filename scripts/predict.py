@@ -2,10 +2,10 @@
 """Classify PNG/JPEG files with an exported model: scripts/predict.py MODEL_DIR IMAGE [IMAGE ...]
 [--json]
 
-The command lives in `relperf_tf.commands.predict` (also installed as `relperf-predict`).
+The command lives in `relperf_tf.app.commands.predict` (also installed as `relperf-predict`).
 """
 
-from relperf_tf.commands.predict import run
+import relperf_cli
 
 if __name__ == "__main__":
-    run()
+    relperf_cli.main("predict")

@@ -2,11 +2,11 @@
 """1-D shift and length tests: scripts/sequence_shift.py RUN_DIR [...] --max_offset=64
 --output=sequence_shift.csv
 
-The command lives in `relperf_tf.commands.sequence_shift` (also installed as
+The command lives in `relperf_tf.app.commands.sequence_shift` (also installed as
 `relperf-sequence-shift`).
 """
 
-from relperf_tf.commands.sequence_shift import run
+import relperf_cli
 
 if __name__ == "__main__":
-    run()
+    relperf_cli.main("sequence_shift")

@@ -2,10 +2,10 @@
 """Shift robustness: scripts/shift_robustness.py RUN_DIR|SAVED_MODEL [...] --labels 1 --max_shift 8
 --output shift.csv --plot shift.png
 
-The command lives in `relperf_tf.commands.shift` (also installed as `relperf-shift`).
+The command lives in `relperf_tf.app.commands.shift` (also installed as `relperf-shift`).
 """
 
-from relperf_tf.commands.shift import run
+import relperf_cli
 
 if __name__ == "__main__":
-    run()
+    relperf_cli.main("shift")

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Train one model: python scripts/train.py --model=NoposPerformer --dataset=fashion_mnist
 
-The command lives in `relperf_tf.commands.train` (also installed as `relperf-train`).
+The command lives in `relperf_tf.app.commands.train` (also installed as `relperf-train`).
 """
 
-from relperf_tf.commands.train import run
+import relperf_cli
 
 if __name__ == "__main__":
-    run()
+    relperf_cli.main("train")

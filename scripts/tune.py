@@ -2,10 +2,10 @@
 """Keras Tuner search: scripts/tune.py --model=RelativePerformer --dataset=fashion_mnist
 --tuner=random --max_trials=10
 
-The command lives in `relperf_tf.commands.tune` (also installed as `relperf-tune`).
+The command lives in `relperf_tf.app.commands.tune` (also installed as `relperf-tune`).
 """
 
-from relperf_tf.commands.tune import run
+import relperf_cli
 
 if __name__ == "__main__":
-    run()
+    relperf_cli.main("tune")

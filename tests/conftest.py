@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def fashion_mnist_dir(tmp_path_factory):
     """A TFDS data dir with the real Fashion-MNIST, prepared offline from Debian's files."""
-    from relperf_tf import data
+    from relperf_tf.app import data
 
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     data.prepare("fashion_mnist", data_dir)
@@ -38,7 +38,7 @@ def run_script(name, args, **kwargs):
 
 def train_tiny(model, log_dir, data_dir, steps):
     """Trains a dim-8 `model` for `steps` steps of 32 real images; returns its run directory."""
-    from relperf_tf import training
+    from relperf_tf.app import training
 
     config = training.resolve_config(
         model,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from relperf_tf import data
+from relperf_tf.app import data
 
 CHECKSUMS = os.path.join(os.path.dirname(tfds.__file__), "url_checksums", "fashion_mnist.txt")
 

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from relperf_tf.direct_steps import uses_direct_steps
 from relperf_tf.models import build_model
+from relperf_tf.models.direct_steps import uses_direct_steps
 
 
 def _model(jit_compile=True, **compile_options):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from relperf_tf import data, export, runs
+from relperf_tf.app import data, export, runs
 from tests.conftest import run_script
 
 SERVE_WITHOUT_RELPERF = """

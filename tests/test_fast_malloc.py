@@ -1,5 +1,7 @@
-"""Commands restart once with glibc malloc settings, and respect the user's own."""
+"""Commands restart once with glibc malloc settings, and respect the user's own; importing the
+library changes nothing in the process."""
 
+import json
 import os
 import platform
 import subprocess
@@ -7,10 +9,10 @@ import sys
 
 import pytest
 
-from relperf_tf import fast_malloc
+import relperf_cli as fast_malloc
 from tests.conftest import REPO
 
-# Loads fast_malloc.py alone (no package, no TensorFlow) and restarts: a script
+# Loads relperf_cli.py alone (no package, no TensorFlow) and restarts: a script
 # file, as the restart re-runs sys.argv.
 PROBE = (
     "import importlib.util, os, sys\n"
@@ -29,7 +31,7 @@ def run_probe(tmp_path, **env):
     base = {
         k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RELPERF_MALLOC_TUNING")
     }
-    source = os.path.join(REPO, "relperf_tf", "fast_malloc.py")
+    source = os.path.join(REPO, "relperf_cli.py")
     result = subprocess.run(
         [sys.executable, str(probe), source], capture_output=True, text=True, env={**base, **env}
     )
@@ -51,11 +53,22 @@ def test_respects_the_users_settings_and_the_opt_out(tmp_path):
     )  # no tunables printed, only the pid
 
 
-def test_only_the_projects_commands_restart():
-    scripts = os.path.join(REPO, "scripts")
-    assert fast_malloc.is_command([os.path.join(scripts, "train.py")])
-    assert fast_malloc.is_command(["/usr/local/bin/relperf-train"])
-    assert fast_malloc.is_command([os.path.join(REPO, "relperf_tf", "commands", "tune.py")])
-    assert not fast_malloc.is_command(["/home/user/train.py"])
-    assert not fast_malloc.is_command([sys.argv[0]])  # pytest
-    assert not fast_malloc.is_command([""])  # python -c / the REPL
+def test_importing_the_library_has_no_side_effects():
+    """No restart, no malloc settings, no warnings filter, no environment change (measured after
+    Keras and TensorFlow themselves are imported)."""
+    probe = (
+        "import json, os, warnings\n"
+        "import keras, tensorflow\n"
+        "pid, environ, filters = os.getpid(), dict(os.environ), list(warnings.filters)\n"
+        "import relperf_tf\n"
+        "changed = sorted(k for k in set(environ) | set(os.environ)\n"
+        "                 if environ.get(k) != os.environ.get(k))\n"
+        "print(json.dumps([changed, warnings.filters == filters, os.getpid() == pid]))\n"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=base, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    changed, same_filters, same_process = json.loads(result.stdout.splitlines()[-1])
+    assert changed == [] and same_filters and same_process

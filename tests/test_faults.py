@@ -101,7 +101,7 @@ def test_predict_reports_each_broken_image_and_classifies_the_rest(
     import tensorflow as tf
     from PIL import Image
 
-    from relperf_tf import data
+    from relperf_tf.app import data
 
     images, _ = data.raw_test_images("fashion_mnist", fashion_mnist_dir)
     image = images[0]
@@ -181,7 +181,7 @@ def damage_checkpoint(run_dir, damage):
 def test_bad_checkpoint_is_one_error_before_any_csv_is_touched(tmp_path, tiny_run, damage):
     import shutil
 
-    from relperf_tf import evaluation, shift
+    from relperf_tf.app import evaluation, shift
 
     run_dir = str(tmp_path / "run")
     shutil.copytree(tiny_run, run_dir)
@@ -276,7 +276,7 @@ def test_sigterm_stops_training_resumably(tmp_path, fashion_mnist_dir):
 
 
 def test_sigint_is_recorded_and_raised_between_batches_and_twice_stops_at_once():
-    from relperf_tf.callbacks import Interrupted, StopOnSignal
+    from relperf_tf.app.callbacks import Interrupted, StopOnSignal
 
     with StopOnSignal() as stop:
         stop.on_epoch_begin(2)
@@ -342,7 +342,7 @@ def test_debian_file_with_a_wrong_checksum_leaves_nothing_prepared(tmp_path, mon
 
     import tensorflow_datasets as tfds
 
-    from relperf_tf import data
+    from relperf_tf.app import data
 
     debian = tmp_path / "debian"
     shutil.copytree(data.data_sources.DEBIAN_FASHION_MNIST, debian)

@@ -83,7 +83,7 @@ def test_bad_arguments_name_the_parameter():
         FavorKernel(feature_map="cosine")
     with pytest.raises(ValueError, match="nb_features=0"):
         FavorKernel(nb_features=0)
-    with pytest.raises(ValueError, match="dim=10 is not divisible by heads=4"):
+    with pytest.raises(ValueError, match="dim=10 is not divisible by num_heads=4"):
         FavorAttention(num_heads=4)(keras.ops.zeros((1, 3, 10)))
 
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from relperf_tf import multi_worker, training
+from relperf_tf.app import multi_worker, training
 from tests.conftest import REPO
 
 TRAIN = os.path.join(REPO, "scripts", "train.py")

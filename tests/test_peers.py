@@ -15,7 +15,7 @@ import peer_table  # noqa: E402
 
 
 def test_cpu_info_is_the_one_precision_auto_reads():
-    from relperf_tf import precision
+    from relperf_tf.app import precision
 
     assert peer_table.cpu_info() == precision.cpu_info()
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
-from relperf_tf import precision, runs, settings, training
+from relperf_tf.app import precision, runs, settings, training
 from relperf_tf.models import build_model
 
 TINY = dict(dim=16, depth=1, heads=2, nb_features=8, seed=0)
@@ -81,7 +81,7 @@ def test_auto_on_gpus_reads_their_compute_capability(tmp_path, monkeypatch, capa
 def test_an_unknown_precision_names_the_flag_and_the_choices():
     with pytest.raises(settings.InvalidSetting) as error:
         precision.dtype_policy("float16")
-    assert error.value.flag_message() == (
+    assert settings.flag_message(error.value) == (
         "flag --precision='float16' is not allowed; use one of "
         "('float32', 'mixed_bfloat16', 'auto')."
     )
@@ -121,7 +121,7 @@ def test_with_policy_keeps_the_weights_and_changes_only_the_arithmetic():
 def test_the_tuner_builds_trials_at_the_runs_precision():
     import keras_tuner
 
-    from relperf_tf import tuning
+    from relperf_tf.app import tuning
 
     base = training.resolve_config(
         "NoposPerformer", "fashion_mnist", precision="mixed_bfloat16", **TINY
@@ -147,7 +147,7 @@ def test_export_at_another_precision_takes_uint8_and_returns_float32(tmp_path, t
     images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
     probabilities = serve(images=tf.constant(images))["probabilities"]
     assert probabilities.dtype == tf.float32
-    from relperf_tf import data
+    from relperf_tf.app import data
 
     model = runs.load_best_model(run_dir)
     expected = keras.ops.softmax(model(data.preprocess(images, "fashion_mnist", "linear")))

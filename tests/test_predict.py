@@ -5,7 +5,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from relperf_tf import data
+from relperf_tf.app import data
 from tests.conftest import run_script
 
 

@@ -3,7 +3,8 @@
 import keras
 import numpy as np
 
-from relperf_tf import build_model, training
+from relperf_tf import build_model
+from relperf_tf.app import training
 from relperf_tf.layers import FavorKernel
 
 

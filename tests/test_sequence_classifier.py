@@ -7,8 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from relperf_tf import canvas_shift, training
-from relperf_tf.sequence_classifier import build_sequence_model, sequence_rotations
+from relperf_tf.app import canvas_shift, training
+from relperf_tf.models import build_sequence_model
+from relperf_tf.models.position_strategies import sequence_rotations
 from tests.conftest import run_script
 
 TINY = dict(dim=8, depth=2, heads=2, nb_features=4, feature_redraw_interval=0)
@@ -76,7 +77,7 @@ def test_causal_model_output_depends_on_the_whole_sequence_through_the_pool():
     """Causal attention, masked mean: changing the last token changes only its own path."""
     model = build("RelativePerformer", causal=True, position_kernel="exact")
     pixels = sequences()
-    blocks_out = keras.Model(model.inputs, model.blocks[-1].output)
+    blocks_out = model.backbone  # the last block's tokens
     changed = pixels.copy()
     changed[:, -1] = 0.9
     mask = np.ones(pixels.shape[:2], bool)

@@ -6,9 +6,10 @@ import inspect
 import keras_tuner as kt
 import pytest
 
-from relperf_tf import settings, training, tuning
-from relperf_tf.layers import FavorKernel, TransformerBlock
-from relperf_tf.models import MODEL_NAMES, MODEL_SETTINGS, PerformerClassifier
+from relperf_tf.app import settings, training, tuning
+from relperf_tf.app.model_settings import MODEL_SETTINGS
+from relperf_tf.layers import TransformerBlock
+from relperf_tf.models import MODEL_NAMES, PerformerClassifier
 
 
 def test_each_model_setting_takes_its_default_from_its_constructor():
@@ -62,7 +63,7 @@ def test_invalid_setting_names_the_flags():
         "dim=10 is not divisible by heads=4; choose heads that divide dim.", ["dim", "heads"]
     )
     assert (
-        error.flag_message()
+        settings.flag_message(error)
         == "flag --dim=10 is not divisible by --heads=4; choose heads that divide dim."
     )
 
@@ -87,7 +88,7 @@ def test_ff_multiplier_reaches_cli_tuner_and_model():
     config = training.resolve_config("Performer", "mnist", ff_multiplier=2, dim=8, heads=2, depth=1)
     model = training.build_compiled_model(config, training.make_strategy("default"))
     assert model.blocks[0]._ff_hidden.units == 16
-    assert PerformerClassifier.from_config(model.get_config()).get_config()["ff_multiplier"] == 2
+    assert PerformerClassifier.from_config(model.get_config()).arguments()["ff_multiplier"] == 2
     with pytest.raises(
         ValueError, match=r"flag --ff_multiplier=0 is not allowed; use an integer >= 1"
     ):
@@ -97,5 +98,5 @@ def test_ff_multiplier_reaches_cli_tuner_and_model():
 def test_feature_maps_are_one_table():
     from relperf_tf.layers.feature_maps import FEATURE_MAPS
 
-    setting = next(s for s in FavorKernel.SETTINGS if s.name == "feature_map")
+    setting = next(s for s in MODEL_SETTINGS if s.name == "feature_map")
     assert setting.choices == tuple(FEATURE_MAPS) == ("softmax", "relu", "efficient", "exact")

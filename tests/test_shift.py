@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from relperf_tf import data, shift
+from relperf_tf.app import data, shift
 from tests.conftest import run_script
 
 

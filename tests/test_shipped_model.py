@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from relperf_tf import data
+from relperf_tf.app import data
+from relperf_tf.models import ImageClassifier, PerformerBackbone, SequenceClassifier, presets
+from relperf_tf.models.presets import PRESETS
 from tests.conftest import REPO
 
 SHIPPED = sorted(glob.glob(os.path.join(REPO, "saved_models", "*", "[0-9]*", "saved_model.pb")))
@@ -68,7 +70,7 @@ def test_shipped_shift_curve_is_what_its_readme_reports(model_dir, fashion_mnist
     Performer collapsing."""
     import csv
 
-    from relperf_tf import shift
+    from relperf_tf.app import shift
 
     recorded = {
         int(r["shift"]): float(r["accuracy_mean"])
@@ -83,3 +85,32 @@ def test_shipped_shift_curve_is_what_its_readme_reports(model_dir, fashion_mnist
         assert max(recorded[-8], recorded[8]) <= 0.5 * recorded[0]
     else:
         assert min(recorded.values()) >= 0.95 * recorded[0], name
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_each_preset_is_its_saved_model_as_a_keras_model(preset):
+    """`ImageClassifier.from_preset(name)` gives the SavedModel's logits; the backbone loads."""
+    model = ImageClassifier.from_preset(preset)
+    assert isinstance(model, ImageClassifier)
+    served = tf.saved_model.load(
+        os.path.join(REPO, "saved_models", preset, str(max(_versions(preset))))
+    )
+    pixels = np.random.default_rng(0).random((4,) + model.image_shape).astype("float32")
+    expected = served.signatures["logits"](pixels=tf.constant(pixels))["logits"].numpy()
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, atol=1e-5)
+    backbone = PerformerBackbone.from_preset(preset)
+    assert isinstance(backbone, PerformerBackbone) and backbone.grid_shape == model.grid_shape
+
+
+def test_presets_reject_unknown_names_and_other_tasks(tmp_path):
+    with pytest.raises(ValueError, match="preset='mnist_performer' is not allowed"):
+        ImageClassifier.from_preset("mnist_performer")
+    with pytest.raises(ValueError, match="is a ImageClassifier, not a SequenceClassifier"):
+        SequenceClassifier.from_preset(sorted(PRESETS)[0])
+    with pytest.raises(FileNotFoundError, match="RELPERF_PRESETS_DIR"):
+        presets.model_file_in(sorted(PRESETS)[0], [str(tmp_path)])
+
+
+def _versions(preset):
+    folder = os.path.join(REPO, "saved_models", preset)
+    return [int(name) for name in os.listdir(folder) if name.isdigit()]

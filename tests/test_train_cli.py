@@ -122,7 +122,9 @@ def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, args, flag):
 
 
 @pytest.mark.parametrize(
-    "command", ["relperf-train", "python -m relperf_tf.commands.train"], ids=["console", "module"]
+    "command",
+    ["relperf-train", "python -m relperf_cli train"],
+    ids=["console", "module"],
 )
 def test_installed_command_is_the_script(tmp_path, command):
     """The console entry point (setup.py) and `python -m` run train.py's code."""
@@ -143,6 +145,31 @@ def test_installed_command_is_the_script(tmp_path, command):
         "error: flag --feature_map='cosine' is not allowed; "
         "use one of ('softmax', 'relu', 'efficient', 'exact')."
     ]
+    # TensorFlow's start-up lines (CUDA probe, CPU instructions) stay off a CPU user's terminal.
+    assert "cuda" not in result.stderr.lower() and "InitializeLog" not in result.stderr
+
+
+COMMANDS = ("train", "evaluate", "shift", "export", "predict", "tune", "sequence-shift")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_lists_the_commands_own_flags_grouped(command):
+    program = os.path.join(os.path.dirname(sys.executable), f"relperf-{command}")
+    result = subprocess.run([program, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert result.stdout.startswith(f"USAGE: relperf-{command}")
+    # absl's and TensorFlow's own flags are left to --helpfull.
+    listed = [line.split(":")[0].strip() for line in result.stdout.splitlines()]
+    for foreign in ("--[no]alsologtostderr", "--[no]pdb", "--[no]logtostderr", "--verbosity"):
+        assert foreign not in listed
+    assert "cuda" not in result.stderr.lower()
+    if command == "train":
+        for group in ("run", "data", "model", "FAVOR+", "position"):
+            assert f"\n{group} flags:\n" in result.stdout
+        for flag in ("--model", "--dataset", "--position_kernel", "--[no]causal", "--log_dir"):
+            assert flag in listed
+        assert "--batch_size: Global batch size. (default: 16)" in result.stdout
+        assert "One of {favor,exact,circular}" in result.stdout or "`circular`" in result.stdout
 
 
 def test_deprecated_kernel_flags_map_to_feature_map(tmp_path):

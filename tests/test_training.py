@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from relperf_tf import data, training
+from relperf_tf.app import data, training
 from relperf_tf.schedules import WarmupSchedule
 
 TINY = dict(
@@ -123,7 +123,7 @@ def test_mirrored_training_keeps_replicas_identical(tmp_path):
 
 
 def test_metrics_csv_drops_rows_after_the_restored_epoch(tmp_path):
-    from relperf_tf.callbacks import COLUMNS, MetricsCSVLogger
+    from relperf_tf.app.callbacks import COLUMNS, MetricsCSVLogger
 
     path = str(tmp_path / "metrics.csv")
     with open(path, "w", newline="") as f:

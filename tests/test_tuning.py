@@ -10,7 +10,8 @@ import keras
 import keras_tuner as kt
 import pytest
 
-from relperf_tf import MODEL_NAMES, build_model, data, tuning
+from relperf_tf import MODEL_NAMES, build_model
+from relperf_tf.app import data, tuning
 from tests.conftest import REPO
 
 TUNE = os.path.join(REPO, "scripts", "tune.py")
@@ -145,8 +146,8 @@ def test_a_signal_in_a_trial_is_recorded_and_raised_between_batches_as_a_fatal_e
 
     import keras_tuner
 
-    from relperf_tf.callbacks import Interrupted
-    from relperf_tf.tuning import StopTrialOnSignal, TrialInterrupted
+    from relperf_tf.app.callbacks import Interrupted
+    from relperf_tf.app.tuning import StopTrialOnSignal, TrialInterrupted
 
     with StopTrialOnSignal() as stop:
         assert (

@@ -12,8 +12,8 @@ TARGET_RATIO = 1.5
 
 def cpu_info(path="/proc/cpuinfo"):
     """The CPU at hand (model, family/model, flags that matter, native bf16):
-    `relperf_tf.precision.cpu_info`, which `--precision=auto` reads too."""
-    from relperf_tf import precision
+    `relperf_tf.app.precision.cpu_info`, which `--precision=auto` reads too."""
+    from relperf_tf.app import precision
 
     return precision.cpu_info(path)
 

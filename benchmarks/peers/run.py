@@ -29,10 +29,10 @@ import workload  # noqa: E402
 
 from benchmarks import report  # noqa: E402  (imports no TensorFlow: the orchestrator stays light)
 
-# The malloc settings every runner gets (relperf_tf/fast_malloc.py; read, not
+# The malloc settings every runner gets (relperf_cli.py; read, not
 # imported: importing relperf_tf would load TensorFlow into this orchestrator).
 TUNABLES = re.search(
-    r'^TUNABLES = "(.*)"', open(os.path.join(REPO, "relperf_tf", "fast_malloc.py")).read(), re.M
+    r'^TUNABLES = "(.*)"', open(os.path.join(REPO, "relperf_cli.py")).read(), re.M
 ).group(1)
 
 # name: (python of its virtualenv, runner, settings always run, settings run only with native bf16

@@ -26,7 +26,7 @@ def main():
     tf.config.threading.set_inter_op_parallelism_threads(workload.THREADS["inter_op"])
     import relperf_tf
     from benchmarks import benchmarking
-    from relperf_tf import training
+    from relperf_tf.app import training
 
     w = workload.WORKLOAD
     jit = setting == "xla"

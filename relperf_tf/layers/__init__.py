@@ -7,6 +7,7 @@ from relperf_tf.layers.favor_kernel import FavorKernel
 from relperf_tf.layers.grid_positions import GridPositions
 from relperf_tf.layers.grid_relative_attention import GridRelativeAttention
 from relperf_tf.layers.pixel_embedding import PixelEmbedding
+from relperf_tf.layers.position_embedding import PositionEmbedding
 from relperf_tf.layers.relative_attention import RelativeFavorAttention
 from relperf_tf.layers.sinusoid_encoding import LearnableSinusoidEncoding
 from relperf_tf.layers.token_positions import TokenPositions
@@ -21,6 +22,7 @@ __all__ = [
     "GridRelativeAttention",
     "LearnableSinusoidEncoding",
     "PixelEmbedding",
+    "PositionEmbedding",
     "RelativeFavorAttention",
     "TokenPositions",
     "TransformerBlock",

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from relperf_tf import settings
+from relperf_tf import validation
 from relperf_tf.layers import attention_masks
 from relperf_tf.layers.favor_attention import FavorAttention
 from relperf_tf.layers.feature_maps import safe_divide
@@ -147,6 +147,9 @@ class ClippedRelativeAttention(FavorAttention):
     (1, 13, 8)
     """
 
+    # The constructor arguments a model passes through from its own options.
+    OPTIONS = ("clipping_dist",)
+
     def __init__(self, num_heads, grid_shape=None, clipping_dist=8, class_token=True, **kwargs):
         super().__init__(num_heads, **kwargs)
         self.check_heads_even(self.num_heads)
@@ -159,16 +162,16 @@ class ClippedRelativeAttention(FavorAttention):
     def check_heads_even(num_heads):
         """Half the heads attend by content, half by relative position."""
         if num_heads < 2 or num_heads % 2:
-            raise settings.InvalidSetting(
-                f"heads={num_heads} is not allowed for ClippedRelativePerformer; "
+            raise validation.InvalidSetting(
+                f"num_heads={num_heads} is not allowed for ClippedRelativeAttention; "
                 "use an even number >= 2 (half content, half relative heads).",
-                ["heads"],
+                ["num_heads"],
             )
 
     @staticmethod
     def check_options(**options):
         if "clipping_dist" in options:
-            settings.check_int("clipping_dist", options["clipping_dist"], 1)
+            validation.check_int("clipping_dist", options["clipping_dist"], 1)
 
     def _key_heads(self):
         return self.num_heads // 2
@@ -338,11 +341,3 @@ class ClippedRelativeAttention(FavorAttention):
             class_token=self.class_token,
         )
         return config
-
-
-ClippedRelativeAttention.SETTINGS = settings.describe(
-    ClippedRelativeAttention,
-    ("clipping_dist",),
-    models={"clipping_dist": ("ClippedRelativePerformer",)},
-    search={"clipping_dist": settings.Int(2, 10)},
-)

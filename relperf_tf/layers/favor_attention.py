@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from relperf_tf import settings
+from relperf_tf import validation
 from relperf_tf.layers import attention_masks
 from relperf_tf.layers.favor_kernel import FAVOR_OPTIONS, FavorKernel, upgrade_legacy_options
 
@@ -157,17 +157,17 @@ class FavorAttention(keras.layers.Layer):
         layer_kwargs = {k: kwargs.pop(k) for k in self._LAYER_ARGUMENTS if k in kwargs}
         super().__init__(activity_regularizer=activity_regularizer, **layer_kwargs)
         self.supports_masking = True
-        settings.check_int("num_heads", num_heads, 1)
-        settings.check_optional_int("key_dim", key_dim, 1)
-        settings.check_optional_int("value_dim", value_dim, 1)
-        settings.check_number("dropout", dropout, 0.0, 1.0)
+        validation.check_int("num_heads", num_heads, 1)
+        validation.check_optional_int("key_dim", key_dim, 1)
+        validation.check_optional_int("value_dim", value_dim, 1)
+        validation.check_number("dropout", dropout, 0.0, 1.0)
         if isinstance(output_shape, (list, tuple)):
             if len(output_shape) != 1:
                 raise ValueError(
                     f"output_shape={output_shape!r} is not allowed; use one int (the output width)."
                 )
             output_shape = output_shape[0]
-        settings.check_optional_int("output_shape", output_shape, 1)
+        validation.check_optional_int("output_shape", output_shape, 1)
         unknown = sorted(set(kwargs) - set(FAVOR_OPTIONS))
         if unknown:
             raise TypeError(
@@ -200,12 +200,12 @@ class FavorAttention(keras.layers.Layer):
 
     @staticmethod
     def check_heads(dim, num_heads):
-        """Heads split the token width evenly."""
+        """Heads split the query's width `dim` evenly (when key_dim is not set)."""
         if dim % num_heads:
-            raise settings.InvalidSetting(
-                f"dim={dim} is not divisible by heads={num_heads}; choose heads that divide dim "
-                "(or set key_dim).",
-                ["dim", "heads"],
+            raise validation.InvalidSetting(
+                f"the query width dim={dim} is not divisible by num_heads={num_heads}; choose "
+                "num_heads that divide it (or set key_dim).",
+                ["num_heads"],
             )
 
     @classmethod

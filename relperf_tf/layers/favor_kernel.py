@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from relperf_tf import settings
+from relperf_tf import validation
 from relperf_tf.layers import causal_attention, feature_maps, grid_attention, toeplitz_attention
 from relperf_tf.layers.feature_maps import FEATURE_MAPS
 from relperf_tf.layers.random_features import (
@@ -107,6 +107,9 @@ class FavorKernel(keras.layers.Layer):
     (2, 4, 10, 8)
     """
 
+    # The constructor arguments a model passes through from its own options.
+    OPTIONS = ("nb_features", "feature_map", "feature_redraw_interval")
+
     def __init__(
         self,
         nb_features: int | None = None,
@@ -120,13 +123,13 @@ class FavorKernel(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        settings.check_int("chunk_size", chunk_size, 1)
+        validation.check_int("chunk_size", chunk_size, 1)
         self.check_options(
             nb_features=nb_features,
             feature_map=feature_map,
             feature_redraw_interval=feature_redraw_interval,
         )
-        settings.check_choice("scaling", scaling, SCALINGS)
+        validation.check_choice("scaling", scaling, SCALINGS)
         self.nb_features = nb_features
         self.feature_map = feature_map
         self.feature_redraw_interval = feature_redraw_interval
@@ -138,13 +141,13 @@ class FavorKernel(keras.layers.Layer):
 
     @staticmethod
     def check_options(**options):
-        """Checks the `SETTINGS` among `options` (InvalidSetting naming the first bad one)."""
+        """Checks the `OPTIONS` among `options` (InvalidSetting naming the first bad one)."""
         if "feature_map" in options:
-            settings.check_choice("feature_map", options["feature_map"], FEATURE_MAPS)
+            validation.check_choice("feature_map", options["feature_map"], FEATURE_MAPS)
         if "nb_features" in options:
-            settings.check_optional_int("nb_features", options["nb_features"], 1)
+            validation.check_optional_int("nb_features", options["nb_features"], 1)
         if options.get("feature_redraw_interval") is not None:
-            settings.check_int(
+            validation.check_int(
                 "feature_redraw_interval",
                 options["feature_redraw_interval"],
                 0,
@@ -411,14 +414,3 @@ class FavorKernel(keras.layers.Layer):
         config = super().get_config()
         config.update(self.options())
         return config
-
-
-FavorKernel.SETTINGS = settings.describe(
-    FavorKernel,
-    ("nb_features", "feature_map", "feature_redraw_interval"),
-    choices={"feature_map": tuple(FEATURE_MAPS)},
-    search={
-        "nb_features": settings.Choice((16, 32, 64, 128)),
-        "feature_redraw_interval": settings.Choice((0, 100, 1000)),
-    },
-)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from relperf_tf import settings
+from relperf_tf import validation
 from relperf_tf.layers.grid_attention import relative_offsets
 
 KINDS = ("coordinates", "row_offsets", "col_offsets")
@@ -40,7 +40,7 @@ class GridPositions(keras.layers.Layer):
 
     def __init__(self, grid_shape, kind="coordinates", circular=False, **kwargs):
         super().__init__(**kwargs)
-        settings.check_choice("kind", kind, KINDS)
+        validation.check_choice("kind", kind, KINDS)
         self.grid_shape = tuple(int(s) for s in grid_shape)
         self.kind = kind
         self.circular = bool(circular)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from relperf_tf import settings
+from relperf_tf import validation
 
 EMBEDDING_TYPES = ("linear", "MLP", "lookup")
 
@@ -31,6 +31,9 @@ class PixelEmbedding(keras.layers.Layer):
     >>> PixelEmbedding(8)(keras.random.uniform((2, 4, 4, 1))).shape
     (2, 16, 8)
     """
+
+    # The constructor arguments a model passes through from its own options.
+    OPTIONS = ("embedding_type",)
 
     def __init__(self, dim, embedding_type="linear", **kwargs):
         super().__init__(**kwargs)
@@ -63,13 +66,13 @@ class PixelEmbedding(keras.layers.Layer):
     @staticmethod
     def check_options(**options):
         if "embedding_type" in options:
-            settings.check_choice("embedding_type", options["embedding_type"], EMBEDDING_TYPES)
+            validation.check_choice("embedding_type", options["embedding_type"], EMBEDDING_TYPES)
 
     @staticmethod
     def check_width(dim, channels, embedding_type):
         """The lookup embedding splits dim evenly among the channels."""
         if embedding_type == "lookup" and dim % channels:
-            raise settings.InvalidSetting(
+            raise validation.InvalidSetting(
                 f"dim={dim} is not divisible by channels={channels}; "
                 "the lookup embedding needs dim % channels == 0.",
                 ["dim"],
@@ -97,11 +100,3 @@ class PixelEmbedding(keras.layers.Layer):
         config = super().get_config()
         config.update(dim=self.dim, embedding_type=self.embedding_type)
         return config
-
-
-PixelEmbedding.SETTINGS = settings.describe(
-    PixelEmbedding,
-    ("embedding_type",),
-    choices={"embedding_type": EMBEDDING_TYPES},
-    search={"embedding_type": settings.Choice(EMBEDDING_TYPES)},
-)

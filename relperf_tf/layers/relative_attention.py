@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from relperf_tf import settings
+from relperf_tf import validation
 from relperf_tf.layers import toeplitz_attention
 from relperf_tf.layers.favor_attention import FavorAttention, select_token
 from relperf_tf.layers.grid_attention import has_class_token
@@ -109,6 +109,9 @@ class RelativeFavorAttention(FavorAttention):
     (2, 20, 16)
     """
 
+    # The constructor arguments a model passes through from its own options.
+    OPTIONS = ("content_rel_attn",)
+
     def __init__(
         self,
         num_heads,
@@ -123,10 +126,10 @@ class RelativeFavorAttention(FavorAttention):
         **kwargs,
     ):
         super().__init__(num_heads, **kwargs)
-        settings.check_choice("position_kernel", position_kernel, POSITION_KERNELS)
-        settings.check_optional_int("pos_scales", pos_scales, 1)
-        settings.check_choice("position_axes", position_axes, POSITION_AXES)
-        settings.check_number("max_timescale", max_timescale, 0.0, exclusive_minimum=True)
+        validation.check_choice("position_kernel", position_kernel, POSITION_KERNELS)
+        validation.check_optional_int("pos_scales", pos_scales, 1)
+        validation.check_choice("position_axes", position_axes, POSITION_AXES)
+        validation.check_number("max_timescale", max_timescale, 0.0, exclusive_minimum=True)
         toeplitz_attention.check_method(toeplitz_method)
         self.check_options(content_rel_attn=content_rel_attn)
         self.check_kernel(position_kernel, content_rel_attn)
@@ -144,13 +147,13 @@ class RelativeFavorAttention(FavorAttention):
     @staticmethod
     def check_options(**options):
         if "content_rel_attn" in options:
-            settings.check_choice("content_rel_attn", options["content_rel_attn"], (False, True))
+            validation.check_choice("content_rel_attn", options["content_rel_attn"], (False, True))
 
     @staticmethod
     def check_kernel(position_kernel, content_rel_attn):
         """The content-conditioned rotation exists for the `favor` kernel only."""
         if content_rel_attn and position_kernel != "favor":
-            raise settings.InvalidSetting(
+            raise validation.InvalidSetting(
                 "content_rel_attn=True is not allowed with position_kernel='exact' or 'circular' "
                 "(a per-query rotation has no exact grid factor); use position_kernel='favor' "
                 "or content_rel_attn=False.",
@@ -469,11 +472,3 @@ class RelativeFavorAttention(FavorAttention):
             toeplitz_method=self.toeplitz_method,
         )
         return config
-
-
-RelativeFavorAttention.SETTINGS = settings.describe(
-    RelativeFavorAttention,
-    ("content_rel_attn",),
-    models={"content_rel_attn": ("RelativePerformer",)},
-    search={"content_rel_attn": settings.Boolean()},
-)

@@ -24,7 +24,7 @@ Causal: factor 0 for j > i, still a (lower-triangular) Toeplitz product.
 
 from keras import ops
 
-from relperf_tf import settings
+from relperf_tf import validation
 from relperf_tf.layers.feature_maps import NEGATIVE, safe_divide
 
 METHODS = ("auto", "dense", "fft")
@@ -33,7 +33,7 @@ DENSE_MAX_TOKENS = 2048 * 2048
 
 
 def check_method(method):
-    settings.check_choice("toeplitz_method", method, METHODS)
+    validation.check_choice("toeplitz_method", method, METHODS)
 
 
 def offsets_vector(queries, keys):

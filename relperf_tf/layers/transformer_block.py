@@ -2,7 +2,7 @@
 
 import keras
 
-from relperf_tf import settings
+from relperf_tf import validation
 from relperf_tf.layers.favor_attention import get_keras_mask, select_token
 
 
@@ -44,6 +44,9 @@ class TransformerBlock(keras.layers.Layer):
         `[batch, tokens, dim]` (`[batch, 1, dim]` with `query_index`).
     """
 
+    # The constructor arguments a model passes through from its own options.
+    OPTIONS = ("attn_dropout", "ff_dropout", "ff_multiplier")
+
     def __init__(
         self, attention, attn_dropout=0.1, ff_dropout=0.1, ff_multiplier=4, remat=False, **kwargs
     ):
@@ -64,9 +67,9 @@ class TransformerBlock(keras.layers.Layer):
     def check_options(**options):
         for name in ("attn_dropout", "ff_dropout"):
             if name in options:
-                settings.check_number(name, options[name], 0.0, 1.0)
+                validation.check_number(name, options[name], 0.0, 1.0)
         if "ff_multiplier" in options:
-            settings.check_int("ff_multiplier", options["ff_multiplier"], 1)
+            validation.check_int("ff_multiplier", options["ff_multiplier"], 1)
 
     def build(self, inputs_shape, positions_shape=None):
         dim = int(inputs_shape[-1])
@@ -149,13 +152,3 @@ class TransformerBlock(keras.layers.Layer):
             remat=self.remat,
         )
         return config
-
-
-TransformerBlock.SETTINGS = settings.describe(
-    TransformerBlock,
-    ("attn_dropout", "ff_dropout", "ff_multiplier"),
-    search=dict(
-        {name: settings.Float(0.0, 0.3, step=0.1) for name in ("attn_dropout", "ff_dropout")},
-        ff_multiplier=settings.Choice((2, 4)),
-    ),
-)

@@ -1,0 +1,54 @@
+"""Shift robustness: scripts/shift_robustness.py RUN_DIR|SAVED_MODEL [...] --labels 1 --max_shift 8
+--output shift.csv --plot shift.png"""
+
+from absl import flags
+
+from relperf_tf.app import cli, shift
+
+flags.DEFINE_list("labels", ["1"], "Test labels to use (Fashion-MNIST 1 = Trouser).")
+flags.DEFINE_integer(
+    "max_shift", 8, "Largest shift in pixels; images need this many empty columns on each side."
+)
+flags.DEFINE_integer(
+    "shift_step", 1, "Evaluate every this many pixels (±max_shift always included)."
+)
+flags.DEFINE_string("output", "shift.csv", "CSV of accuracy/loss per run and shift.")
+flags.DEFINE_string("plot", None, "PNG plot of accuracy vs shift (optional).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's own).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) < 2:
+        cli.fail(
+            "usage: shift_robustness.py RUN_DIR|SAVED_MODEL [...] --labels=1 --max_shift=8 "
+            "--output=shift.csv --plot=shift.png"
+        )
+    with cli.errors_to_exit_codes():
+        try:
+            labels = [int(label) for label in FLAGS.labels]
+        except ValueError:
+            raise ValueError(
+                f"flag --labels={','.join(FLAGS.labels)} is not allowed; use class indices like 1 "
+                "or 1,7."
+            )
+        rows = shift.run_shift_experiment(
+            argv[1:], labels, FLAGS.max_shift, FLAGS.data_dir, FLAGS.shift_step
+        )
+        shift.write_csv(rows, FLAGS.output)
+        if FLAGS.plot:
+            shift.plot(rows, FLAGS.plot)
+    for row in rows:
+        print(
+            f"{row['model']:<26} shift {row['shift']:+d}: accuracy {row['accuracy_mean']:.3f}  "
+            f"loss {row['loss_mean']:.3f}"
+        )
+
+
+def run():
+    """Console entry point `relperf-shift`."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

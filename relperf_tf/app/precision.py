@@ -1,0 +1,90 @@
+"""Numeric precision of a run: a `--precision` name → the Keras dtype policy the model gets.
+
+`float32` computes everything in fp32. `mixed_bfloat16` keeps the variables
+in fp32 and runs the Dense layers' matrix products in bf16, while the FAVOR+
+feature maps, their normaliser, the sinusoid encodings and the logits stay in
+fp32 (the models pin those sublayers to the policy's variable dtype). `auto`
+picks `mixed_bfloat16` only where the hardware multiplies bf16 natively — a
+CPU with AMX or AVX512_BF16, a GPU of compute capability ≥ 8.0 — and
+`float32` elsewhere, where bf16 would be emulated and slower.
+"""
+
+import os
+
+import tensorflow as tf
+
+from relperf_tf import validation
+
+PRECISIONS = ("float32", "mixed_bfloat16", "auto")
+# CPU flags (as /proc/cpuinfo spells them) that decide which kernels exist.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_info(path="/proc/cpuinfo"):
+    """Model name, vendor, family/model numbers, which of `CPU_FLAGS` the CPU has, and whether its
+    bf16 matmuls are native (`native_bf16`). Unknown fields read 'unknown' / '?'."""
+    fields = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(fields.get("flags", "").split())
+    return dict(
+        model_name=fields.get("model name", "unknown"),
+        vendor=fields.get("vendor_id", "unknown"),
+        family=fields.get("cpu family", "?"),
+        model=fields.get("model", "?"),
+        cores=os.cpu_count(),
+        flags=[f for f in CPU_FLAGS if f in flags],
+        native_bf16=bool(flags & set(NATIVE_BF16_CPU_FLAGS)),
+    )
+
+
+def gpu_native_bf16():
+    """Whether TensorFlow sees a GPU and every visible one has bf16 tensor cores (≥ sm_80)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [
+        tf.config.experimental.get_device_details(gpu).get("compute_capability") for gpu in gpus
+    ]
+    return bool(gpus) and all(c is not None and tuple(c) >= (8, 0) for c in capabilities)
+
+
+def native_bf16(cpuinfo="/proc/cpuinfo"):
+    """Whether the device that computes (the GPUs if any, else the CPU) has native bf16 matmuls."""
+    if tf.config.list_physical_devices("GPU"):
+        return gpu_native_bf16()
+    return cpu_info(cpuinfo)["native_bf16"]
+
+
+def dtype_policy(precision, cpuinfo="/proc/cpuinfo"):
+    """The Keras dtype policy name of `precision` (`auto` resolved on this machine).
+
+    Raises `validation.InvalidSetting` for a name outside `PRECISIONS`.
+    """
+    validation.check_choice("precision", precision, PRECISIONS)
+    if precision == "auto":
+        return "mixed_bfloat16" if native_bf16(cpuinfo) else "float32"
+    return precision
+
+
+def with_policy(model, policy):
+    """`model` rebuilt to compute under `policy` (a dtype policy name), holding the same weights.
+
+    Variables are float32 under every policy this project uses, so the
+    trained weights and the stored random features carry over unchanged;
+    returns `model` itself when it already computes under `policy`.
+    """
+    if model.dtype_policy.name == policy:
+        return model
+    config = dict(model.get_config(), dtype=policy)
+    if "backbone" in config:  # the backbone computes under the same policy
+        backbone = dict(config["backbone"])
+        backbone["config"] = dict(backbone["config"], dtype=policy)
+        config["backbone"] = backbone
+    rebuilt = model.__class__.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt

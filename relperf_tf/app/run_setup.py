@@ -1,0 +1,80 @@
+"""What a run trains with: distribution strategy, optimizer, the compiled model, the data."""
+
+import keras
+import tensorflow as tf
+
+from relperf_tf.app import data as data_lib
+from relperf_tf.app.run_config import STRATEGIES, build_run_model
+from relperf_tf.schedules import WarmupSchedule
+
+
+def split_cpu(replicas):
+    """Splits the CPU into `replicas` logical devices (before TF initialises them)."""
+    if replicas <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current and len(current) == replicas:
+        return
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * replicas
+    )
+
+
+def make_strategy(name, cpu_replicas=1):
+    """`default`, `mirrored` (all GPUs, else the logical CPUs) or `auto` (mirrored with > 1 device).
+
+    `multi_worker` has its own training loop (`multi_worker.train`).
+    """
+    if name not in STRATEGIES[:3]:
+        raise ValueError(f"flag --strategy={name!r} is not allowed; use one of {STRATEGIES[:3]}.")
+    gpus = tf.config.list_logical_devices("GPU")
+    cpus = tf.config.list_logical_devices("CPU")
+    devices = [d.name for d in gpus] or [d.name for d in cpus[: max(cpu_replicas, 1)]]
+    if name == "mirrored" or (name == "auto" and len(devices) > 1):
+        # Logical CPUs share memory: reduce on one device instead of collective
+        # ops (whose instance keys also clash between strategies in one process).
+        cross_device_ops = None if gpus else tf.distribute.ReductionToOneDevice()
+        return tf.distribute.MirroredStrategy(devices, cross_device_ops=cross_device_ops)
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(learning_rate=1e-3, schedule="constant", warmup=0):
+    """Adam(β₁ 0.9, β₂ 0.98) with global gradient-norm clipping at 0.5."""
+    return keras.optimizers.Adam(
+        learning_rate=WarmupSchedule(learning_rate, schedule, warmup),
+        beta_1=0.9,
+        beta_2=0.98,
+        global_clipnorm=0.5,
+    )
+
+
+def compile_model(model, config):
+    model.compile(
+        optimizer=make_optimizer(config.learning_rate, config.schedule, config.warmup),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+def load_splits(config, embedding_type=None):
+    """The run's train/validation/test pipelines (`data.load`) for its dataset, batch size,
+    seed, layout and embedding (`embedding_type` overrides it: a tuner trial's)."""
+    return data_lib.load(
+        config.dataset,
+        config.batch_size,
+        embedding_type or config.embedding_type,
+        config.seed,
+        config.data_dir,
+        layout=config.layout,
+    )
+
+
+def build_compiled_model(config, strategy, image_shape=None):
+    """The run's model, built and compiled under `strategy` (`image_shape` overrides the data's)."""
+    with strategy.scope():
+        model = build_run_model(config, image_shape)
+        compile_model(model, config)
+    return model
