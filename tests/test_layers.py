@@ -9,6 +9,7 @@ from relperf_tf.layers import (
     FavorKernel,
     GridPositions,
     PixelEmbedding,
+    PositionEmbedding,
     TransformerBlock,
 )
 from tests.layer_test import run_layer_test
@@ -41,6 +42,26 @@ def test_class_token(tmp_path):
         (2, 6, 8),
         expected_trainable_weights=1,
     )
+
+
+def test_position_embedding(tmp_path):
+    tokens = np.random.default_rng(1).normal(size=(2, 5, 8)).astype("float32")
+    run_layer_test(
+        tmp_path,
+        lambda **kw: PositionEmbedding(7, **kw),
+        [tokens],
+        (2, 5, 8),
+        expected_trainable_weights=1,
+    )
+    layer = PositionEmbedding(7)
+    out = np.array(layer(tokens))
+    np.testing.assert_allclose(
+        out - tokens, np.broadcast_to(np.array(layer.table)[:5], out.shape), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="9 tokens are not allowed; this PositionEmbedding has"):
+        PositionEmbedding(7)(np.zeros((1, 9, 8), "float32"))
+    with pytest.raises(ValueError, match="length=0"):
+        PositionEmbedding(0)
 
 
 @pytest.mark.parametrize("remat", [False, True], ids=["plain", "remat"])

@@ -158,6 +158,7 @@ def _output(out_dir, tag, index):
 
 def _result(text):
     """The JSON result a finished train.py prints last."""
+    text = "\n" + text  # the JSON may be all it printed (no start-up lines before it)
     return json.loads(text[text.rindex("\n{") :])
 
 

@@ -68,6 +68,16 @@ def test_invalid_setting_names_the_flags():
     )
 
 
+def test_a_layer_argument_is_written_as_the_flag_it_comes_from():
+    """Layers name their own arguments; the CLI writes each as its model flag."""
+    with pytest.raises(
+        ValueError, match=r"^flag --heads=3 is not allowed for ClippedRelativeAttention"
+    ):
+        training.resolve_config("ClippedRelativePerformer", "mnist", dim=6, heads=3)
+    error = settings.InvalidSetting("num_heads=3 is not allowed.", ["num_heads"])
+    assert settings.flag_message(error) == "flag --heads=3 is not allowed."
+
+
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_tuner_space_is_every_tunable_setting_of_the_model(model):
     hp = kt.HyperParameters()

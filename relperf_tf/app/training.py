@@ -137,6 +137,7 @@ def _fit(context):
                 validation_data=context.splits.validation,
                 epochs=config.epochs,
                 steps_per_epoch=config.steps_per_epoch,
+                shuffle=False,  # the tf.data pipeline shuffles (Keras would warn it ignores this)
                 callbacks=callbacks,
                 verbose=config.verbose,
             )
