@@ -27,15 +27,17 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
 # The demo run goes to logs/demo/<timestamp>/, then its shift curve is printed
-# and plotted there (shift.csv, shift.png).
+# and plotted there (shift.csv, shift.png) beside the shipped models' curves
+# (their SavedModels: no training), the absolute Performer's collapsing.
 DEMO_RUN := logs/demo/$(shell date +%Y%m%d-%H%M%S)
+SHIPPED := $(sort $(dir $(wildcard saved_models/*/1/saved_model.pb)))
 
 demo: setup
 	$(BIN)/python scripts/train.py --model=RelativePerformer --dataset=fashion_mnist --preset=tiny \
 		--position_kernel=circular --nb_features=1 --locality=30 --epochs=1 --steps_per_epoch=1500 --seed=1 \
 		--log_dir=logs --exp_name=demo --version=$(notdir $(DEMO_RUN))
-	$(BIN)/python scripts/shift_robustness.py $(DEMO_RUN) --labels=1 --max_shift=8 --shift_step=4 \
-		--output=$(DEMO_RUN)/shift.csv --plot=$(DEMO_RUN)/shift.png
+	$(BIN)/python scripts/shift_robustness.py $(DEMO_RUN) $(SHIPPED) --labels=1 --max_shift=8 \
+		--shift_step=4 --output=$(DEMO_RUN)/shift.csv --plot=$(DEMO_RUN)/shift.png
 	@echo "shift curve plotted in $(DEMO_RUN)/shift.png"
 
 # Lint and format checks first (ruff, configured in pyproject.toml; `make format`

@@ -82,3 +82,39 @@ def test_shift_experiment_on_the_saved_model_matches_the_run(exported):
     assert [r[0] for r in curve] == [-4, 0, 4]
     np.testing.assert_allclose(np.array(curve), np.array(other), atol=1e-5)
     assert {row["model"] for row in rows} == {"RelativePerformer"}
+
+
+def test_curve_table_and_labels_name_each_source():
+    rows = (
+        [
+            dict(
+                run_dir="/r/logs/demo/20261201-143235",
+                model="RelativePerformer (circular)",
+                shift=s,
+                accuracy_mean=a,
+            )
+            for s, a in ((-4, 0.9), (0, 0.91), (4, 0.9))
+        ]
+        + [
+            dict(run_dir="/r/saved_models/perf/1", model="Performer", shift=s, accuracy_mean=a)
+            for s, a in ((-4, 0.0), (0, 0.98), (4, 0.01))
+        ]
+        + [
+            dict(
+                run_dir="/r/saved_models/rel/1",
+                model="RelativePerformer (circular)",
+                shift=0,
+                accuracy_mean=0.99,
+            )
+        ]
+    )
+    labels = shift.curve_labels(rows)
+    assert labels == {
+        "/r/logs/demo/20261201-143235": "RelativePerformer (circular) [20261201-143235]",
+        "/r/saved_models/perf/1": "Performer",
+        "/r/saved_models/rel/1": "RelativePerformer (circular) [rel]",
+    }
+    lines = shift.curve_table(rows).splitlines()
+    assert lines[0].split()[-3:] == ["-4", "+0", "+4"]
+    assert lines[2].split()[-3:] == ["0.000", "0.980", "0.010"]
+    assert lines[3].split()[-1] == "0.990" and len(lines) == 4

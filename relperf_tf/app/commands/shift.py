@@ -38,11 +38,7 @@ def main(argv):
         shift.write_csv(rows, FLAGS.output)
         if FLAGS.plot:
             shift.plot(rows, FLAGS.plot)
-    for row in rows:
-        print(
-            f"{row['model']:<26} shift {row['shift']:+d}: accuracy {row['accuracy_mean']:.3f}  "
-            f"loss {row['loss_mean']:.3f}"
-        )
+    print(shift.curve_table(rows))
 
 
 def run():
