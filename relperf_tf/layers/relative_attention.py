@@ -309,7 +309,9 @@ class RelativeFavorAttention(FavorAttention):
         strategy 1's features).
         """
         scales = self.num_pairs // (2 if self._is_grid_given() else self.position_axes)
-        pairs = slice(axis * scales, (axis + 1) * scales)
+        return self._rotated_logits(encoding, slice(axis * scales, (axis + 1) * scales), scales)
+
+    def _rotated_logits(self, encoding, pairs, scales):
         encoding = ops.cast(encoding, self.compute_dtype)
         lead = tuple(ops.shape(encoding)[:-1])
         encoding = ops.reshape(encoding, (1,) + lead + (scales, 2))
@@ -419,6 +421,12 @@ class RelativeFavorAttention(FavorAttention):
                 )
             logits = []  # the class token's factor is 1 with every token
         return q * scale, k * scale, logits
+
+    def axis_logits(self, encoding, axis, axes=2):
+        """P(Δ) over position axis `axis` of `axes`, `[heads, ...]`, from encodings of offsets
+        `[..., 2S]`: Σ_s α_s cos ω_sΔ + β_s sin ω_sΔ / √d with that axis's block of (α, β)."""
+        scales = self.num_pairs // axes
+        return self._rotated_logits(encoding, slice(axis * scales, (axis + 1) * scales), scales)
 
     def position_logits(self, row_offsets, col_offsets):
         """P_row `[heads, H, H]` and P_col `[heads, W, W]` from offset encodings (see

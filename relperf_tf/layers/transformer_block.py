@@ -122,6 +122,18 @@ class TransformerBlock(keras.layers.Layer):
         x = residual + self._attention_dropout(hidden, training=training)
         return x + self._feed_forward(x, training)
 
+    def attention_scores(self, inputs, positions=None, mask=None, use_causal_mask=False):
+        """The weights the block's attention applies to its (normalised) inputs, `[batch, heads,
+        tokens, tokens]` (rows sum to 1); quadratic in tokens: for inspection."""
+        hidden = self._attention_norm(inputs)
+        extra = {} if positions is None else dict(positions=positions)
+        if use_causal_mask:
+            extra["use_causal_mask"] = True
+        _, scores = self.attention(
+            hidden, hidden, query_mask=mask, value_mask=mask, return_attention_scores=True, **extra
+        )
+        return scores
+
     def _ff_expand(self, x):
         return self._ff_hidden(self._ff_norm(x))
 
