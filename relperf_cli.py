@@ -32,7 +32,7 @@ import sys
 import tempfile
 
 TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
-COMMANDS = ("train", "evaluate", "shift", "export", "predict", "tune", "sequence_shift")
+COMMANDS = ("train", "evaluate", "shift", "export", "predict", "tune", "sequence_shift", "inspect")
 # TensorFlow's start-up lines that tell a CPU user nothing they can act on.
 STARTUP_NOISE = (
     "All log messages before absl::InitializeLog() is called",
@@ -124,6 +124,10 @@ def tune():
 
 def sequence_shift():
     main("sequence_shift")
+
+
+def inspect():
+    main("inspect")
 
 
 if __name__ == "__main__":

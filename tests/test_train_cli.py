@@ -149,7 +149,7 @@ def test_installed_command_is_the_script(tmp_path, command):
     assert "cuda" not in result.stderr.lower() and "InitializeLog" not in result.stderr
 
 
-COMMANDS = ("train", "evaluate", "shift", "export", "predict", "tune", "sequence-shift")
+COMMANDS = ("train", "evaluate", "shift", "export", "predict", "tune", "sequence-shift", "inspect")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -283,3 +283,38 @@ def test_mirrored_cli_on_two_cpu_replicas(tmp_path, fashion_mnist_dir, preset):
     assert result.returncode == 0, result.stderr[-2000:]
     hparams = json.load(open(os.path.join(log_dir, "default", "version_0", "hparams.json")))
     assert hparams["replicas"] == 2
+
+
+def test_inspect_writes_the_pictures_and_rejects_a_pixel_off_the_grid(tmp_path, fashion_mnist_dir):
+    """relperf-inspect on a shipped preset: three PNGs; a bad --pixel exits 2 and writes none."""
+    program = os.path.join(os.path.dirname(sys.executable), "relperf-inspect")
+    common = [f"--data_dir={fashion_mnist_dir}", "--image_index=3"]
+    out = tmp_path / "pictures"
+    result = subprocess.run(
+        [program, "relative_performer_circular_fashion_mnist", f"--output_dir={out}"] + common,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-1500:]
+    names = sorted(os.listdir(out))
+    assert names == [
+        "attention_class_token.png",
+        "attention_pixel_16_16.png",
+        "positional_kernels.png",
+    ]
+    assert all((out / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
+    bad = tmp_path / "bad"
+    result = subprocess.run(
+        [
+            program,
+            "relative_performer_circular_fashion_mnist",
+            f"--output_dir={bad}",
+            "--pixel=40,1",
+        ]
+        + common,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: flag --pixel=40,1")
+    assert not bad.exists()
