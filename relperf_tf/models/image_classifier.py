@@ -100,24 +100,13 @@ class ImageClassifier(Task):
         return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
-        return dict(
-            name=self.name,
-            trainable=self.trainable,
-            dtype=keras.dtype_policies.serialize(self._policy),
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            num_classes=self.num_classes,
-            margin=self.margin,
-        )
+        return dict(super().get_config(), margin=self.margin)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
         if "backbone" not in config:
             return PerformerClassifier(**config)  # a config saved before the backbone
-        config["backbone"] = keras.saving.deserialize_keras_object(
-            config["backbone"], custom_objects=custom_objects
-        )
-        return ImageClassifier(**config)
+        return ImageClassifier(**cls.with_backbone(config, custom_objects))
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")

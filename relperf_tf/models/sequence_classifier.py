@@ -71,24 +71,11 @@ class SequenceClassifier(Task):
     def causal(self):
         return self.backbone.causal
 
-    def get_config(self):
-        return dict(
-            name=self.name,
-            trainable=self.trainable,
-            dtype=keras.dtype_policies.serialize(self._policy),
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            num_classes=self.num_classes,
-        )
-
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
         if "backbone" not in config:
             return cls.from_arguments(**config)  # a config saved before the backbone
-        config["backbone"] = keras.saving.deserialize_keras_object(
-            config["backbone"], custom_objects=custom_objects
-        )
-        return cls(**config)
+        return cls(**cls.with_backbone(config, custom_objects))
 
     @classmethod
     def from_arguments(cls, channels, num_classes, position_encoding="absolute", **kwargs):

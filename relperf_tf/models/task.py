@@ -29,6 +29,27 @@ class Task(DirectXlaSteps, keras.Model):
             warnings.filterwarnings("ignore", message=UNUSED_ROTATIONS)
             return super().train_step(data)
 
+    def get_config(self):
+        """Keras' own arguments, the backbone (serialised) and `num_classes`; subclasses add
+        theirs."""
+        return dict(
+            name=self.name,
+            trainable=self.trainable,
+            dtype=keras.dtype_policies.serialize(self._policy),
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            num_classes=self.num_classes,
+        )
+
+    @staticmethod
+    def with_backbone(config, custom_objects=None):
+        """`config` with its serialised backbone deserialised (for `from_config`)."""
+        return dict(
+            config,
+            backbone=keras.saving.deserialize_keras_object(
+                config["backbone"], custom_objects=custom_objects
+            ),
+        )
+
     def arguments(self):
         """The backbone's and the task's constructor arguments in one flat dict (the names of
         `hparams.json` and of the flags)."""
