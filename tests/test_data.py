@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from relperf_tf.app import data
@@ -91,3 +92,23 @@ def test_missing_data_gives_an_actionable_error(monkeypatch, tmp_path, dataset):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="dataset='svhn'"):
         data.get_spec("svhn")
+
+
+def test_random_translation_moves_images_and_fills_the_background():
+    from relperf_tf.app.data import preprocess, random_translation
+
+    raw = np.zeros((8, 32, 32, 1), "uint8")
+    raw[:, 12:20, 12:20] = 255
+    images = preprocess(tf.constant(raw), "fashion_mnist", "linear")
+    background = float(preprocess(tf.zeros((1, 1, 1, 1)), "fashion_mnist", "linear")[0, 0, 0, 0])
+    moved = random_translation("fashion_mnist", "linear", 4, seed=0)(images).numpy()
+    assert moved.shape == images.shape
+    bright = moved > (background + float(tf.reduce_max(images))) / 2
+    # Every square moved by at most 4 pixels along each axis, kept its size, and some moved.
+    assert all(bright[i].sum() == 64 for i in range(8))
+    rows = [np.nonzero(bright[i].any(axis=(1, 2)))[0] for i in range(8)]
+    assert all(8 <= r.min() <= 16 for r in rows)
+    assert any(r.min() != 12 for r in rows)
+    np.testing.assert_allclose(moved[~bright], background, atol=1e-6)
+    blank = tf.fill((2, 32, 32, 1), background)
+    np.testing.assert_allclose(random_translation("fashion_mnist", "linear", 4)(blank), blank)

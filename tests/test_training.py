@@ -148,3 +148,21 @@ def test_metrics_csv_drops_rows_after_the_restored_epoch(tmp_path):
     with open(path) as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
     assert json.dumps(logger.rows)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from relperf_tf.schedules import WarmupSchedule
+
+    schedule = WarmupSchedule(1e-3, "cosine", warmup=10, total_steps=110)
+    values = [float(schedule(step - 1)) for step in (5, 10, 60, 110, 200)]
+    np.testing.assert_allclose(values, [5e-4, 1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
+    config = training.resolve_config(
+        "Performer", "mnist", schedule="cosine", epochs=2, steps_per_epoch=50, warmup=10
+    )
+    optimizer = training.make_optimizer(1e-3, "cosine", 10, 100)
+    assert optimizer.get_config()["learning_rate"]["config"]["total_steps"] == 100
+    assert config.schedule == "cosine"
+    with pytest.raises(ValueError, match="flag --schedule='cosine' is not allowed with"):
+        training.resolve_config("Performer", "mnist", schedule="cosine")
+    with pytest.raises(ValueError, match="flag --augment_shift=4 is not allowed with --layout"):
+        training.resolve_config("Performer", "mnist", augment_shift=4, layout="sequence")

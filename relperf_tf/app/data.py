@@ -219,7 +219,14 @@ class Splits:
 
 
 def _pipeline(
-    dataset, split, builder, embedding_type, batch_size, shuffle_seed=None, layout="image"
+    dataset,
+    split,
+    builder,
+    embedding_type,
+    batch_size,
+    shuffle_seed=None,
+    layout="image",
+    augment_shift=0,
 ):
     data = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     data = data.map(
@@ -228,7 +235,38 @@ def _pipeline(
     ).cache()
     if shuffle_seed is not None:
         data = data.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    data = data.batch(batch_size)
+    if augment_shift:
+        translate = random_translation(dataset, embedding_type, augment_shift, shuffle_seed)
+        data = data.map(lambda images, labels: (translate(images), labels))
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+def random_translation(dataset, embedding_type, pixels, seed=None):
+    """Batches of model inputs `[b, H, W, C]` → each moved by up to ±`pixels` along each axis
+    (uniform, whole pixels), the uncovered border filled with the background (a black pixel
+    after `preprocess`). Keras' `RandomTranslation` (a well-kept layer; tf.data-safe)."""
+    import keras
+
+    factor = pixels / IMAGE_SIZE
+    background = float(
+        tf.reshape(
+            preprocess(tf.zeros((1, 1, 1, get_spec(dataset).channels)), dataset, "linear"), [-1]
+        )[0]
+    )
+    layer = keras.layers.RandomTranslation(
+        factor,
+        factor,
+        fill_mode="constant",
+        interpolation="nearest",
+        fill_value=0.0 if embedding_type == "lookup" else background,
+        seed=seed,
+    )
+    if embedding_type == "lookup":
+        return lambda images: tf.cast(
+            layer(tf.cast(images, tf.float32), training=True), images.dtype
+        )
+    return lambda images: layer(images, training=True)
 
 
 def load(
@@ -239,8 +277,10 @@ def load(
     data_dir=None,
     validation_size=VALIDATION_SIZE,
     layout="image",
+    augment_shift=0,
 ):
-    """Train/validation/test `tf.data` pipelines of (images, labels) batches (`preprocess`)."""
+    """Train/validation/test `tf.data` pipelines of (images, labels) batches (`preprocess`);
+    `augment_shift` > 0 translates the training batches at random (`random_translation`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is not allowed; use an integer >= 1.")
     builder = prepare(dataset, data_dir)
@@ -248,7 +288,9 @@ def load(
     train_split = f"train[:-{validation_size}]"
     validation_split = f"train[-{validation_size}:]"
     return Splits(
-        train=_pipeline(dataset, train_split, builder, embedding_type, batch_size, seed, layout),
+        train=_pipeline(
+            dataset, train_split, builder, embedding_type, batch_size, seed, layout, augment_shift
+        ),
         validation=_pipeline(
             dataset, validation_split, builder, embedding_type, batch_size, layout=layout
         ),

@@ -84,7 +84,10 @@ class RunSettings:
         batch_size: global batch size.
         learning_rate: peak learning rate.
         warmup: linear warm-up steps.
-        schedule: learning-rate schedule.
+        schedule: learning-rate schedule (`cosine` decays to 0 at epochs × steps_per_epoch).
+        augment_shift: random translation of every training image by up to this many pixels
+            along each axis, background filled in (0: none; image layout only): what a
+            practitioner tries for shift robustness instead of relative positions.
         epochs: maximum epochs.
         patience: early-stopping patience on validation accuracy.
         steps_per_epoch: cap on training steps per epoch (quick runs).
@@ -111,6 +114,7 @@ class RunSettings:
     learning_rate: float = 1e-3
     warmup: int = 0
     schedule: str = "constant"
+    augment_shift: int = 0
     epochs: int = 100
     patience: int = 20
     steps_per_epoch: typing.Optional[int] = None
@@ -226,6 +230,21 @@ def _check_run_settings(config):
     if config.schedule == "noam":
         settings.check_int("warmup", config.warmup, 1)
     settings.check_optional_int("steps_per_epoch", config.steps_per_epoch, 1)
+    if config.schedule == "cosine" and (
+        config.steps_per_epoch is None or config.epochs * config.steps_per_epoch <= config.warmup
+    ):
+        raise settings.InvalidSetting(
+            f"schedule='cosine' is not allowed with steps_per_epoch={config.steps_per_epoch}; "
+            f"set steps_per_epoch so that epochs × steps_per_epoch > warmup={config.warmup}.",
+            ["schedule", "steps_per_epoch"],
+        )
+    settings.check_int("augment_shift", config.augment_shift, 0, hint=" (pixels)")
+    if config.augment_shift and config.layout != "image":
+        raise settings.InvalidSetting(
+            f"augment_shift={config.augment_shift} is not allowed with layout='sequence'; use "
+            "layout='image' or augment_shift=0.",
+            ["augment_shift", "layout"],
+        )
     settings.check_number("learning_rate", config.learning_rate, 0.0, exclusive_minimum=True)
     if config.version is not None and not re.fullmatch(r"[\w.-]+", config.version):
         raise settings.InvalidSetting(

@@ -39,19 +39,28 @@ def make_strategy(name, cpu_replicas=1):
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(learning_rate=1e-3, schedule="constant", warmup=0):
+def make_optimizer(learning_rate=1e-3, schedule="constant", warmup=0, total_steps=None):
     """Adam(β₁ 0.9, β₂ 0.98) with global gradient-norm clipping at 0.5."""
     return keras.optimizers.Adam(
-        learning_rate=WarmupSchedule(learning_rate, schedule, warmup),
+        learning_rate=WarmupSchedule(learning_rate, schedule, warmup, total_steps),
         beta_1=0.9,
         beta_2=0.98,
         global_clipnorm=0.5,
     )
 
 
+def total_steps(config):
+    """The run's optimizer steps (epochs × steps per epoch), when the schedule needs them."""
+    if config.schedule != "cosine":
+        return None
+    return config.epochs * config.steps_per_epoch
+
+
 def compile_model(model, config):
     model.compile(
-        optimizer=make_optimizer(config.learning_rate, config.schedule, config.warmup),
+        optimizer=make_optimizer(
+            config.learning_rate, config.schedule, config.warmup, total_steps(config)
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=config.jit_compile,
@@ -69,6 +78,7 @@ def load_splits(config, embedding_type=None):
         config.seed,
         config.data_dir,
         layout=config.layout,
+        augment_shift=config.augment_shift,
     )
 
 
