@@ -47,6 +47,7 @@ RUN_FLAGS = (
     "learning_rate",
     "warmup",
     "schedule",
+    "augment_shift",
 )
 # Flags of releases before `--feature_map`, still read: --kernel=relu, --no_projection.
 LEGACY_FLAGS = ("kernel", "no_projection")
@@ -188,7 +189,7 @@ def reject_positional(argv):
 
 
 # --help groups a command's flags by what they set (settings not listed: the model group).
-DATA_FLAGS = ("dataset", "data_dir", "layout")
+DATA_FLAGS = ("dataset", "data_dir", "layout", "augment_shift")
 POSITION_FLAGS = ("pos_scales", "position_kernel", "locality", "content_rel_attn", "clipping_dist")
 FAVOR_FLAGS = ("nb_features", "feature_map", "feature_redraw_interval", *LEGACY_FLAGS)
 MODEL_FLAGS = ("model",)
