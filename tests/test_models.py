@@ -1,6 +1,7 @@
 """The four models: shapes, overfitting a batch, save/load, config, bad input."""
 
 import itertools
+import json
 import os
 
 import keras
@@ -321,3 +322,25 @@ def test_mixed_bfloat16_dense_layers_in_bf16_favor_in_float32(name):
     assert seen["dtypes"] == ("float32", "float32")
     reloaded = PerformerClassifier.from_config(model.get_config())
     assert reloaded.dtype_policy.name == "mixed_bfloat16"
+
+
+def test_a_run_backup_of_0_1_resumes_with_its_optimizer_state():
+    """`--resume` across the refactor: a BackupAndRestore weights file written by relperf_tf 0.1
+    (commit e9698a0: model and Adam state after 2 steps) loads into today's model and optimizer."""
+    import dataclasses
+
+    from relperf_tf.app import training
+
+    hparams = json.load(open(os.path.join(LEGACY, "backup_e9698a0.hparams.json")))
+    fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    config = training.TrainConfig(**{k: v for k, v in hparams.items() if k in fields})
+    model = training.build_compiled_model(config, training.make_strategy("default"))
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(LEGACY, "backup_e9698a0.weights.h5"))
+    expected = np.load(os.path.join(LEGACY, "backup_e9698a0.npz"))
+    np.testing.assert_allclose(
+        model.predict(expected["images"], verbose=0), expected["logits"], atol=1e-6
+    )
+    assert int(model.optimizer.iterations.numpy()) == int(expected["iterations"])
+    momentum = next(v for v in model.optimizer.variables if "momentum" in v.path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(momentum), expected["first_moment"])
