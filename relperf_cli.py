@@ -33,6 +33,9 @@ import tempfile
 
 TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
 COMMANDS = ("train", "evaluate", "shift", "export", "predict", "tune", "sequence_shift", "inspect")
+# Commands whose module has another name (a module named `inspect` would shadow the standard
+# library's for scripts run from its folder).
+MODULES = {"inspect": "inspect_model"}
 # TensorFlow's start-up lines that tell a CPU user nothing they can act on.
 STARTUP_NOISE = (
     "All log messages before absl::InitializeLog() is called",
@@ -94,7 +97,7 @@ def prepare():
 def main(name):
     """Sets the process up and runs the command `name` (one of `COMMANDS`)."""
     prepare()
-    importlib.import_module(f"relperf_tf.app.commands.{name}").run()
+    importlib.import_module(f"relperf_tf.app.commands.{MODULES.get(name, name)}").run()
 
 
 # Console scripts (setup.py): relperf-<name> → relperf_cli:<name>.

@@ -100,3 +100,15 @@ def test_no_import_cycle():
 def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_script_or_command_shadows_a_standard_module():
+    """A script runs with its own folder first on sys.path: `scripts/inspect.py` would replace
+    the standard library's `inspect` for every import TensorFlow makes."""
+    import sys
+
+    folders = [os.path.join(REPO, "scripts"), os.path.join(PACKAGE, "app", "commands")]
+    names = {
+        f[: -len(".py")] for folder in folders for f in os.listdir(folder) if f.endswith(".py")
+    }
+    assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)

@@ -1,4 +1,4 @@
-"""Pictures of what a model learned: scripts/inspect.py RUN_DIR|PRESET|MODEL.keras
+"""Pictures of what a model learned: scripts/inspect_model.py RUN_DIR|PRESET|MODEL.keras
 [--image_index 0] [--pixel 16,16] [--output_dir DIR]"""
 
 from absl import flags
@@ -15,7 +15,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) != 2:
         cli.fail(
-            "usage: inspect.py RUN_DIR|PRESET|MODEL.keras [--image_index=0] [--pixel=16,16] "
+            "usage: inspect_model.py RUN_DIR|PRESET|MODEL.keras [--image_index=0] [--pixel=16,16] "
             "[--output_dir=DIR]"
         )
     with cli.errors_to_exit_codes():
