@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (relperf_cli.py says why); the test process gets them too.
 export GLIBC_TUNABLES ?= $(shell sed -n 's/^TUNABLES = "\(.*\)"/\1/p' relperf_cli.py)
 
-.PHONY: setup demo test test-all lint format clean
+.PHONY: setup demo test test-all test-backends lint format clean
 
 setup: $(INSTALLED) $(FASHION_MNIST)
 
@@ -42,12 +42,21 @@ demo: setup
 
 # Lint and format checks first (ruff, configured in pyproject.toml; `make format`
 # applies the formatting), then the test suite without the end-to-end runs
-# marked slow (about 11 minutes of the 2-core budget); `make test-all` runs them too.
+# marked slow on TensorFlow, then the library's tests on JAX and PyTorch
+# (about 20 minutes of the 2-core budget in all); `make test-all` runs the slow ones too.
 test: setup lint
 	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(MAKE) --no-print-directory test-backends
 
 test-all: setup lint
 	$(BIN)/python -m pytest -q tests
+	$(MAKE) --no-print-directory test-backends
+
+# The library's tests (modules marked all_backends) again on JAX and PyTorch, CPU builds;
+# TensorFlow ran them above with the rest (tests/conftest.py).
+test-backends: setup
+	KERAS_BACKEND=jax JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -m "all_backends and not slow" tests
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m "all_backends and not slow" tests
 
 lint: setup
 	$(BIN)/ruff check .

@@ -510,7 +510,7 @@ def approximation_errors(
     for m in features:
         errors = []
         for draw in range(draws):
-            w = orthogonal_random_matrix(m, query.shape[-1], tf.constant([draw, m], tf.int64))
+            w = orthogonal_random_matrix(m, query.shape[-1], (draw, m))
             out = rounding(
                 feature_maps.linear_attention(
                     feature_maps.softmax_kernel_features(query, w, True),

@@ -1,4 +1,10 @@
-"""Test setup: TF backend, two logical CPUs (for MirroredStrategy), shared data."""
+"""Test setup: the Keras backend, two logical CPUs on TensorFlow (for MirroredStrategy), data.
+
+The whole suite runs on TensorFlow (the default here; the application needs
+it). Under `KERAS_BACKEND=jax` or `torch` only the library's tests run: the
+modules marked `all_backends` (`pytestmark`), less their tests marked
+`tensorflow_only`; `make test` runs them on all three.
+"""
 
 import os
 import subprocess
@@ -7,13 +13,45 @@ import sys
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+BACKEND = keras.backend.backend()
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+
+if BACKEND == "torch":
+    import torch
+
+    # The tests read outputs with NumPy (np.testing, np.array) on every backend; PyTorch
+    # refuses that for a tensor that requires grad, so NumPy reads a detached view.
+    _tensor_array = torch.Tensor.__array__
+
+    def _detached_array(self, dtype=None, copy=None):
+        return _tensor_array(self.detach(), dtype)
+
+    torch.Tensor.__array__ = _detached_array
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Off TensorFlow, keeps only the library's tests (`all_backends`, not `tensorflow_only`)."""
+    if BACKEND == "tensorflow":
+        return
+    kept, dropped = [], []
+    for item in items:
+        runs = item.get_closest_marker("all_backends") and not item.get_closest_marker(
+            "tensorflow_only"
+        )
+        (kept if runs else dropped).append(item)
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ from relperf_tf.layers.feature_maps import softmax_kernel_logits
 from relperf_tf.layers.toeplitz_attention import toeplitz_linear_attention
 from tests.layer_test import run_layer_test
 
+pytestmark = pytest.mark.all_backends
+
 DIM, HEADS = 16, 2
 RNG = np.random.default_rng(0)
 
@@ -308,8 +310,8 @@ def test_1d_exact_factor_is_equivariant_for_a_fixed_draw(method, causal):
         mask[:, offset : offset + 20] = True
         out = layer(canvas, canvas, query_mask=mask, value_mask=mask, use_causal_mask=causal)
         outputs.append(np.array(out)[:, offset : offset + 20])
-    for out in outputs[1:]:
-        np.testing.assert_allclose(out, outputs[0], atol=1e-5)
+    for out in outputs[1:]:  # (float32 FFTs: relative rounding ~5e-6 on JAX's)
+        np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-5)
 
 
 def test_1d_layer_runs_at_any_length_with_the_same_weights():
@@ -543,6 +545,7 @@ def test_new_configurations_round_trip(tmp_path, make, inputs, options, trainabl
     )
 
 
+@pytest.mark.tensorflow_only
 def test_auto_method_is_the_same_when_lengths_are_known_only_at_run_time():
     """`predict` relaxes the token count to None: `auto` must still pick the dense product."""
     import tensorflow as tf
@@ -557,6 +560,7 @@ def test_auto_method_is_the_same_when_lengths_are_known_only_at_run_time():
     np.testing.assert_allclose(np.array(relaxed(x)), static, atol=1e-6)
 
 
+@pytest.mark.tensorflow_only
 def test_exact_kernel_with_the_1d_factor_runs_when_lengths_are_known_only_at_run_time():
     import tensorflow as tf
 

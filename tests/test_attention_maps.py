@@ -9,6 +9,8 @@ from relperf_tf.layers.grid_attention import relative_offsets
 from relperf_tf.models import attention_maps, build_model
 from tests.test_attention_contract import numpy_dense, numpy_heads
 
+pytestmark = pytest.mark.all_backends
+
 GRID = (3, 4)
 
 

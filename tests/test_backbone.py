@@ -5,7 +5,6 @@ import keras
 import numpy as np
 import pytest
 
-from relperf_tf.app import training
 from relperf_tf.models import (
     MODEL_NAMES,
     POSITION_STRATEGIES,
@@ -14,6 +13,8 @@ from relperf_tf.models import (
     SequenceClassifier,
     position_strategies,
 )
+
+pytestmark = pytest.mark.all_backends
 
 SMALL = dict(dim=8, depth=2, heads=2, nb_features=4)
 
@@ -46,9 +47,12 @@ def test_backbone_features_feed_both_tasks(encoding, tmp_path):
     assert tuple(sequence(inputs).shape) == (2, 5)
 
 
+@pytest.mark.tensorflow_only
 def test_the_learned_strategy_end_to_end(tmp_path):
     """LearnedPositionPerformer: one registry entry → model name, flag choice, CLI run config,
     a table per grid token that is not shift equivariant."""
+    from relperf_tf.app import training
+
     config = training.resolve_config("LearnedPositionPerformer", "mnist", seed=0, **SMALL)
     model = training.build_compiled_model(config, training.make_strategy("default"))
     assert model.positions.table.shape == (32 * 32, 8)

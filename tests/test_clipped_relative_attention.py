@@ -7,6 +7,8 @@ from relperf_tf.layers import ClippedRelativeAttention
 from relperf_tf.layers.clipped_relative_attention import ring_sums
 from tests.layer_test import run_layer_test
 
+pytestmark = pytest.mark.all_backends
+
 
 def brute_force_relative(query, value, embeddings, height, width, clip, class_token):
     """O(N²) reference: out_i = Σ_j exp(q_i·r_d(i,j)/√d) v_j / Σ_j exp(q_i·r_d(i,j)/√d)."""

@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from relperf_tf.app import direct_steps
+from relperf_tf.app.direct_steps import uses_direct_steps
 from relperf_tf.models import build_model
-from relperf_tf.models.direct_steps import uses_direct_steps
 
 
 def _model(jit_compile=True, **compile_options):
@@ -30,7 +31,7 @@ def _model(jit_compile=True, **compile_options):
         jit_compile=jit_compile,
         **compile_options,
     )
-    return model
+    return direct_steps.install(model)
 
 
 def _data():

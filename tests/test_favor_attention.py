@@ -3,10 +3,12 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from relperf_tf.layers import FavorAttention, FavorKernel
+from tests.gradients import gradients
 from tests.layer_test import run_layer_test
+
+pytestmark = pytest.mark.all_backends
 
 
 def numpy_softmax_attention(q, k, v):
@@ -50,9 +52,12 @@ def test_other_kernels_are_normalised_averages_of_values(options):
     np.testing.assert_allclose(FavorKernel(**options)(q, k, v), v, rtol=1e-5)
 
 
+@pytest.mark.tensorflow_only
 def test_linear_memory_graph_has_no_token_by_token_tensor():
     """Tracing at N = 2048 creates no tensor with two token axes."""
     layer = FavorAttention(num_heads=2, nb_features=8)
+    import tensorflow as tf
+
     fn = tf.function(lambda x: layer(x))
     graph = fn.get_concrete_function(tf.TensorSpec((1, 2048, 8))).graph
     for op in graph.get_operations():
@@ -122,9 +127,12 @@ def test_fused_projections_equal_the_separate_dense_layers():
     for got, want in zip(fused, expected):
         np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-5)
     # Gradients reach each layer's own kernel.
-    with tf.GradientTape() as tape:
-        loss = sum(keras.ops.sum(f**2) for f in fused_dense(tf.constant(x), layers))
-    grads = tape.gradient(loss, [layer.kernel for layer in layers])
+    grads = gradients(
+        lambda: sum(
+            keras.ops.sum(f**2) for f in fused_dense(keras.ops.convert_to_tensor(x), layers)
+        ),
+        variables=[layer.kernel for layer in layers],
+    )
     for layer, grad, out in zip(layers, grads, expected):
         np.testing.assert_allclose(
             np.array(grad), 2 * np.einsum("bnd,bnu->du", x, out), rtol=1e-4, atol=1e-4

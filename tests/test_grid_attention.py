@@ -14,6 +14,8 @@ from relperf_tf.layers.grid_attention import grid_linear_attention, relative_off
 from relperf_tf.layers.grid_positions import grid_coordinates
 from tests.layer_test import run_layer_test
 
+pytestmark = pytest.mark.all_backends
+
 HEIGHT, WIDTH = 5, 7  # not square
 
 

@@ -112,3 +112,40 @@ def test_no_script_or_command_shadows_a_standard_module():
         f[: -len(".py")] for folder in folders for f in os.listdir(folder) if f.endswith(".py")
     }
     assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)
+
+
+def test_the_library_imports_no_tensorflow():
+    """The library is Keras 3 (`keras.ops`, `keras.random`): only the application uses
+    TensorFlow (tf.data, tf.distribute, SavedModel, the direct XLA steps)."""
+    wrong = []
+    for name, path in package_modules().items():
+        if is_application(name):
+            continue
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                targets = [node.module or ""]
+            else:
+                continue
+            wrong += [f"{name} imports {t}" for t in targets if t.split(".")[0] == "tensorflow"]
+    assert not wrong, wrong
+
+
+def test_importing_the_library_respects_the_users_backend():
+    """`import relperf_tf` under KERAS_BACKEND=jax keeps JAX and loads no TensorFlow."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, relperf_tf, keras; print(keras.backend.backend(), 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["jax", "False"], result.stdout

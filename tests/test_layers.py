@@ -14,6 +14,8 @@ from relperf_tf.layers import (
 )
 from tests.layer_test import run_layer_test
 
+pytestmark = pytest.mark.all_backends
+
 
 @pytest.mark.parametrize(
     "embedding_type,trainable", [("linear", 2), ("MLP", 4), ("lookup", 1)], ids=str

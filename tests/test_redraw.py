@@ -2,10 +2,12 @@
 
 import keras
 import numpy as np
+import pytest
 
 from relperf_tf import build_model
-from relperf_tf.app import training
 from relperf_tf.layers import FavorKernel
+
+pytestmark = pytest.mark.all_backends
 
 
 def test_projection_changes_exactly_at_interval_multiples():
@@ -23,7 +25,8 @@ def test_projection_changes_exactly_at_interval_multiples():
         snapshots.append(current)
     assert changed_at == [3, 6]
     assert int(kernel.step) == 7
-    np.testing.assert_array_equal(snapshots[4], np.array(kernel.draw(1)))
+    # (XLA may fuse the draw inside the training call differently: JAX rounds within 1 ulp.)
+    np.testing.assert_allclose(snapshots[4], np.array(kernel.draw(1)), rtol=1e-6, atol=1e-6)
 
 
 def test_no_redraw_when_interval_is_zero():
@@ -36,7 +39,10 @@ def test_no_redraw_when_interval_is_zero():
     np.testing.assert_array_equal(before, np.array(kernel.projection))
 
 
+@pytest.mark.tensorflow_only
 def test_mirrored_replicas_draw_identical_features():
+    from relperf_tf.app import training
+
     strategy = training.make_strategy("mirrored", cpu_replicas=2)
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():

@@ -8,6 +8,8 @@ from relperf_tf.layers import FavorAttention, LearnableSinusoidEncoding, Relativ
 from relperf_tf.layers.grid_positions import grid_coordinates
 from tests.layer_test import run_layer_test
 
+pytestmark = pytest.mark.all_backends
+
 OFFSET = np.array([3.0, -5.0], "float32")  # +3 rows, −5 cols
 
 
@@ -44,8 +46,8 @@ def test_absolute_encoding_is_not_equivariant():
     x, coords, _ = setup()
     encoding = LearnableSinusoidEncoding(num_scales=4, max_timescale=32000.0)
     layer = FavorAttention(2, feature_map="exact")
-    base = np.array(layer(x + encoding(coords)))
-    moved = np.array(layer(x + encoding(coords + OFFSET)))
+    base = np.array(layer(keras.ops.add(x, encoding(coords))))
+    moved = np.array(layer(keras.ops.add(x, encoding(coords + OFFSET))))
     assert np.abs(moved - base).max() > 1e-2
 
 

@@ -2,11 +2,14 @@
 
 import keras
 import numpy as np
+import pytest
 
 from benchmarks import benchmarking
 from benchmarks.softmax_baseline import SoftmaxSelfAttention
 from tests.layer_test import run_layer_test
 from tests.test_favor_attention import numpy_softmax_attention
+
+pytestmark = pytest.mark.all_backends
 
 
 def test_softmax_self_attention_matches_numpy():

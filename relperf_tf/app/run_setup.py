@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from relperf_tf.app import data as data_lib
+from relperf_tf.app import direct_steps
 from relperf_tf.app.run_config import STRATEGIES, build_run_model
 from relperf_tf.schedules import WarmupSchedule
 
@@ -65,7 +66,7 @@ def compile_model(model, config):
         metrics=["accuracy"],
         jit_compile=config.jit_compile,
     )
-    return model
+    return direct_steps.install(model)
 
 
 def load_splits(config, embedding_type=None):

@@ -3,11 +3,16 @@
 import functools
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from relperf_tf import validation
-from relperf_tf.layers import causal_attention, feature_maps, grid_attention, toeplitz_attention
+from relperf_tf.layers import (
+    causal_attention,
+    counter_random,
+    feature_maps,
+    grid_attention,
+    toeplitz_attention,
+)
 from relperf_tf.layers.feature_maps import FEATURE_MAPS
 from relperf_tf.layers.random_features import (
     SCALINGS,
@@ -201,8 +206,9 @@ class FavorKernel(keras.layers.Layer):
             )
 
     def draw(self, draw_index):
-        """The random matrix of draw number `draw_index` (a stateless function)."""
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(draw_index, tf.int64)])
+        """The random matrix of draw number `draw_index` (a stateless function of the seed and
+        the index, the same on every backend)."""
+        seed = (counter_random.fold_seed(self.seed), ops.cast(draw_index, "int32"))
         return orthogonal_random_matrix(
             self.resolved_nb_features, self.query_dim, seed, self.scaling
         )
@@ -214,10 +220,10 @@ class FavorKernel(keras.layers.Layer):
             return self.projection
         step = ops.convert_to_tensor(self.step)
         redraw = ops.logical_and(step > 0, step % interval == 0)
-        projection = tf.cond(
+        projection = ops.cond(
             redraw,
             lambda: self.draw(step // interval),
-            lambda: tf.convert_to_tensor(self.projection),
+            lambda: ops.convert_to_tensor(self.projection),
         )
         self.projection.assign(projection)
         self.step.assign_add(1)

@@ -59,6 +59,7 @@ def grid_factors(row_logits, col_logits):
     numerator and denominator of each query, so nothing overflows however
     large the logits).
     """
+    row_logits, col_logits = ops.convert_to_tensor(row_logits), ops.convert_to_tensor(col_logits)
     row_max = ops.stop_gradient(ops.max(row_logits, axis=-1, keepdims=True))  # [h, H_q, 1]
     col_max = ops.stop_gradient(ops.max(col_logits, axis=-1, keepdims=True))  # [h, W_q, 1]
     class_weight = ops.exp(-(row_max + ops.swapaxes(col_max, -1, -2)))  # [h, H_q, W_q]
@@ -81,6 +82,9 @@ def grid_linear_attention(query_features, key_features, value, row_logits, col_l
     Returns:
         `[batch, heads, T, dim_v]`.
     """
+    query_features, key_features, value = (
+        ops.convert_to_tensor(x) for x in (query_features, key_features, value)
+    )
     (height_q, width_q), (height_k, width_k) = grid_shapes_of(row_logits, col_logits)
     query_class = has_class_token(query_features.shape[2], (height_q, width_q), "queries")
     key_class = has_class_token(key_features.shape[2], (height_k, width_k), "keys")

@@ -47,8 +47,12 @@ class PositionEmbedding(keras.layers.Layer):
 
     def call(self, tokens):
         count = ops.shape(tokens)[1]
-        rows = ops.slice(self.table, (0, 0), (count, ops.shape(self.table)[1]))  # [N, dim]
+        table = ops.convert_to_tensor(self.table)
+        rows = ops.slice(table, (0, 0), (count, ops.shape(table)[1]))  # [N, dim]
         return tokens + ops.expand_dims(ops.cast(rows, tokens.dtype), 0)
+
+    def compute_output_shape(self, tokens_shape):
+        return tuple(tokens_shape)
 
     def get_config(self):
         config = super().get_config()

@@ -3,13 +3,17 @@
 W ∈ R^(m×d) stacks ⌈m/d⌉ blocks, each the Q of a QR decomposition of a d×d
 standard Gaussian matrix (rows orthonormal within a block); row i is then
 rescaled by the norm of an independent d-dim Gaussian vector (`"gaussian"`) or
-by √d (`"fixed"`). Draws are stateless: the same seed gives the same matrix
-on every replica and every rerun.
+by √d (`"fixed"`). Draws are stateless and backend-independent
+(`counter_random`): the same seed gives the same matrix on every replica,
+every rerun and every Keras backend (up to the backends' QR and log/cos
+rounding, ~1e-6).
 """
 
 import math
 
-import tensorflow as tf
+from keras import ops
+
+from relperf_tf.layers import counter_random
 
 SCALINGS = ("gaussian", "fixed")
 
@@ -25,7 +29,7 @@ def orthogonal_random_matrix(nb_rows, nb_columns, seed, scaling="gaussian"):
     Args:
         nb_rows: int, m, the number of random features.
         nb_columns: int, d, the dimension of queries and keys.
-        seed: int tensor of shape `[2]`, the stateless seed.
+        seed: pair of int32 scalars (Python ints or tensors), the Threefry key.
         scaling: `"gaussian"` (row norms ~ χ_d) or `"fixed"` (row norms √d).
 
     Returns:
@@ -34,18 +38,15 @@ def orthogonal_random_matrix(nb_rows, nb_columns, seed, scaling="gaussian"):
     if scaling not in SCALINGS:
         raise ValueError(f"scaling={scaling!r} is not allowed; use one of {SCALINGS}.")
     nb_blocks = -(-nb_rows // nb_columns)
-    block_seed, norm_seed = tf.unstack(
-        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
-    )
-    gaussian = tf.random.stateless_normal([nb_blocks, nb_columns, nb_columns], seed=block_seed)
-    q, r = tf.linalg.qr(gaussian)  # columns orthonormal
+    gaussian = counter_random.normal([nb_blocks, nb_columns, nb_columns], seed, stream=0)
+    q, r = ops.qr(gaussian)  # columns orthonormal
     # LAPACK fixes the sign of diag(R), which biases Q's columns (the first one
     # always points into one half-space); flipping by sign(diag R) makes Q Haar.
-    q = q * tf.sign(tf.linalg.diag_part(r))[:, None, :]
-    rows = tf.reshape(tf.transpose(q, [0, 2, 1]), [nb_blocks * nb_columns, nb_columns])
+    q = q * ops.sign(ops.diagonal(r, axis1=-2, axis2=-1))[:, None, :]
+    rows = ops.reshape(ops.transpose(q, [0, 2, 1]), [nb_blocks * nb_columns, nb_columns])
     rows = rows[:nb_rows]
     if scaling == "gaussian":
-        norms = tf.norm(tf.random.stateless_normal([nb_rows, nb_columns], seed=norm_seed), axis=1)
+        norms = ops.norm(counter_random.normal([nb_rows, nb_columns], seed, stream=1), axis=1)
     else:
-        norms = tf.fill([nb_rows], math.sqrt(float(nb_columns)))
+        norms = ops.full([nb_rows], math.sqrt(float(nb_columns)), dtype="float32")
     return rows * norms[:, None]

@@ -103,6 +103,9 @@ def toeplitz_linear_attention(
         `[batch, heads, T, dim_v]`.
     """
     check_method(method)
+    query_features, key_features, value, logits = (
+        ops.convert_to_tensor(x) for x in (query_features, key_features, value, logits)
+    )
     queries, keys = length(query_features, 2), length(key_features, 2)
     static = isinstance(queries, int) and isinstance(keys, int)
     if static and logits.shape[-1] not in (None, queries + keys - 1):

@@ -9,6 +9,7 @@ from relperf_tf import validation
 from relperf_tf.layers import ClassToken, FavorKernel, PixelEmbedding, TransformerBlock
 from relperf_tf.layers.relative_attention import POSITION_KERNELS
 from relperf_tf.models import position_strategies, presets
+from relperf_tf.models.early_attributes import EarlyAttributes
 from relperf_tf.models.layer_options import (
     check_layer_options,
     options_of,
@@ -20,7 +21,7 @@ KERAS_ARGUMENTS = ("name", "dtype", "trainable")
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
-class PerformerBackbone(keras.Model):
+class PerformerBackbone(EarlyAttributes, keras.Model):
     """Tokens `[batch, N, C]` → features `[batch, N (+1), dim]`: embedding, positions, blocks.
 
     Each token's C values are embedded (`PixelEmbedding`), positions enter as

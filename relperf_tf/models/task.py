@@ -5,7 +5,7 @@ import warnings
 import keras
 
 from relperf_tf.models import presets
-from relperf_tf.models.direct_steps import DirectXlaSteps
+from relperf_tf.models.early_attributes import EarlyAttributes
 
 # With an exact positional factor, the last block's class-token query has factor 1
 # with every token: its α, β get no gradient, and Keras' optimizer would warn on every
@@ -15,7 +15,7 @@ UNUSED_ROTATIONS = (
 )
 
 
-class Task(DirectXlaSteps, keras.Model):
+class Task(EarlyAttributes, keras.Model):
     """A functional model that reads a `backbone`'s features (keras-hub's `Task`).
 
     Subclasses build their graph in `__init__` by calling
@@ -24,10 +24,11 @@ class Task(DirectXlaSteps, keras.Model):
     same order as a model without a backbone would).
     """
 
-    def train_step(self, data):
+    def train_step(self, *args, **kwargs):
+        # (data) on TensorFlow and PyTorch, (state, data) on JAX.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=UNUSED_ROTATIONS)
-            return super().train_step(data)
+            return super().train_step(*args, **kwargs)
 
     def get_config(self):
         """Keras' own arguments, the backbone (serialised) and `num_classes`; subclasses add
