@@ -53,9 +53,14 @@ test-all: setup lint
 	$(MAKE) --no-print-directory test-backends
 
 # The library's tests (modules marked all_backends) again on JAX and PyTorch, CPU builds;
-# TensorFlow ran them above with the rest (tests/conftest.py).
+# TensorFlow ran them above with the rest (tests/conftest.py). JAX compiles every eager
+# op on its first use, one core at a time: two pytest-xdist workers sharing a compilation
+# cache, with XLA's cheaper code generation (-O0), take 53 s where one plain process took
+# 80 (tests/test_remat.py and test_layers.py, same sitting).
+JAX_TEST_ENV := KERAS_BACKEND=jax JAX_PLATFORMS=cpu XLA_FLAGS=--xla_backend_optimization_level=0 \
+	JAX_COMPILATION_CACHE_DIR=.pytest_cache/jax JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 test-backends: setup
-	KERAS_BACKEND=jax JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -m "all_backends and not slow" tests
+	$(JAX_TEST_ENV) $(BIN)/python -m pytest -q -n 2 -m "all_backends and not slow" tests
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m "all_backends and not slow" tests
 
 lint: setup

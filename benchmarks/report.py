@@ -3,10 +3,12 @@
 import os
 
 # Sections of docs/benchmarks.md written by other tools (benchmarks/peers/run.py,
-# benchmarks/sequence_factor.py): `render` keeps them, `replace_section` rewrites one.
+# benchmarks/sequence_factor.py, benchmarks/backend_speed.py): `render` keeps them,
+# `replace_section` rewrites one.
 PEERS_SECTION = "peers"
 SEQUENCE_SECTION = "sequence_factor"
-KEPT_SECTIONS = (PEERS_SECTION, SEQUENCE_SECTION)
+BACKENDS_SECTION = "backends"
+KEPT_SECTIONS = (PEERS_SECTION, SEQUENCE_SECTION, BACKENDS_SECTION)
 
 
 def _markers(name):

@@ -289,7 +289,9 @@ def test_causal_outputs_do_not_see_later_tokens(name):
     changed[:, 17:] = tokens(1, 13, 16, scale=3.0)
     base = np.array(layer(x, x, use_causal_mask=True))
     out = np.array(layer(changed, changed, use_causal_mask=True))
-    np.testing.assert_allclose(out[:, :17], base[:, :17], atol=1e-5)
+    # An FFT's float32 rounding reaches every position (~1e-4 of the largest term); a token
+    # that saw the future would move by far more than the later ones' 1e-3.
+    np.testing.assert_allclose(out[:, :17], base[:, :17], atol=1e-4 if "fft" in name else 1e-5)
     assert np.abs(out[:, 17:] - base[:, 17:]).max() > 1e-3
 
 

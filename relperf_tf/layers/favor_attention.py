@@ -1,7 +1,8 @@
 """Multi-head attention whose kernel is FAVOR+ (linear in tokens), MultiHeadAttention's contract."""
 
+import itertools
+
 import keras
-import numpy as np
 from keras import ops
 
 from relperf_tf import validation
@@ -57,8 +58,9 @@ def fused_dense(inputs, layers):
     outputs = ops.matmul(inputs, kernel)
     if layers[0].use_bias:
         outputs = outputs + ops.concatenate([ops.cast(layer.bias, dtype) for layer in layers])
-    widths = [layer.units for layer in layers]
-    return tuple(ops.split(outputs, list(np.cumsum(widths)[:-1]), axis=-1))
+    # Split points as Python ints (torch.compile cannot trace NumPy's).
+    ends = list(itertools.accumulate(layer.units for layer in layers))[:-1]
+    return tuple(ops.split(outputs, ends, axis=-1))
 
 
 def implicit_mask(x):
