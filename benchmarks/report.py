@@ -40,8 +40,16 @@ def replace_section(path, name, lines):
     if current:
         start = old.index(begin)
         new = old[:start] + block + old[start + len(current) :]
-    else:
-        at = next((i for i, line in enumerate(old) if line.startswith("## ")), len(old))
+    else:  # before the first heading that no other tool's section holds
+        inside, at = False, len(old)
+        for i, line in enumerate(old):
+            if line.startswith("<!-- ") and ": begin " in line:
+                inside = True
+            elif line.startswith("<!-- ") and line.endswith(": end -->"):
+                inside = False
+            elif line.startswith("## ") and not inside:
+                at = i
+                break
         new = old[:at] + block + [""] + old[at:]
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(new) + "\n")

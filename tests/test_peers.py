@@ -160,3 +160,17 @@ def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, flag, named):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {named}")
     assert not output.exists() and not report_path.exists()
+
+
+def test_a_new_section_goes_beside_the_others_never_inside_one(tmp_path):
+    """Every tool's section is its own block: a second one lands after the first's end marker,
+    and rendering keeps each once."""
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\nintro\n\n## Throughput and memory\n\nrows\n")
+    report.replace_section(str(path), report.PEERS_SECTION, ["## Peers", "peer rows"])
+    report.replace_section(str(path), report.BACKENDS_SECTION, ["## Keras backends", "rows"])
+    peers = report.read_section(str(path), report.PEERS_SECTION)
+    assert not any("Keras backends" in line for line in peers)
+    report.render(dict(throughput=[]), str(path))
+    text = path.read_text()
+    assert text.count("## Peers") == 1 and text.count("## Keras backends") == 1
