@@ -183,7 +183,9 @@ class FavorKernel(keras.layers.Layer):
                 self.variable_dtype,
                 lambda shape, dtype=None: self.draw(0),
             )
-            self.step = self._replica_local_weight("step", (), "int64", "zeros")
+            # JAX has no 64-bit integers unless x64 is on (it would truncate, with a warning).
+            step_dtype = "int32" if keras.backend.backend() == "jax" else "int64"
+            self.step = self._replica_local_weight("step", (), step_dtype, "zeros")
 
     def _replica_local_weight(self, name, shape, dtype, initializer):
         """A non-trainable weight that every replica updates itself.
