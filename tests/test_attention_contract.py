@@ -312,8 +312,10 @@ def test_1d_exact_factor_is_equivariant_for_a_fixed_draw(method, causal):
         mask[:, offset : offset + 20] = True
         out = layer(canvas, canvas, query_mask=mask, value_mask=mask, use_causal_mask=causal)
         outputs.append(np.array(out)[:, offset : offset + 20])
-    for out in outputs[1:]:  # (float32 FFTs: relative rounding ~5e-6 on JAX's)
-        np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-5)
+    # An FFT's float32 rounding reaches every position (~1e-5 of the largest term on JAX's).
+    tolerance = 1e-4 if method == "fft" else 1e-5
+    for out in outputs[1:]:
+        np.testing.assert_allclose(out, outputs[0], atol=tolerance)
 
 
 def test_1d_layer_runs_at_any_length_with_the_same_weights():

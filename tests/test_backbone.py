@@ -39,7 +39,8 @@ def test_backbone_features_feed_both_tasks(encoding, tmp_path):
     np.testing.assert_allclose(np.array(image(images)), np.array(head), atol=1e-5)
     image.save(tmp_path / "image.keras")
     reloaded = keras.models.load_model(tmp_path / "image.keras")
-    np.testing.assert_allclose(reloaded.predict(images, verbose=0), image(images), atol=1e-6)
+    # (predict is compiled, the call eager: float32 rounding differs by ~1e-6 on JAX)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), image(images), atol=1e-5)
 
     line = PerformerBackbone(1, encoding, max_length=20, **SMALL)
     sequence = SequenceClassifier(line, 5)
