@@ -109,11 +109,6 @@ def install(model):
     return model
 
 
-def installed(model):
-    """Whether `install` was applied to `model`."""
-    return isinstance(model.__dict__.get("make_train_function"), functools.partial)
-
-
 def _direct_or_keras_function(model, kind, keras_maker, force=False):
     """`model.<kind>_function`, made once: the direct one where it applies, else Keras' own."""
     attribute = f"{kind}_function"
