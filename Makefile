@@ -43,7 +43,7 @@ demo: setup
 # Lint and format checks first (ruff, configured in pyproject.toml; `make format`
 # applies the formatting), then the test suite without the end-to-end runs
 # marked slow on TensorFlow, then the library's tests on JAX and PyTorch
-# (about 20 minutes of the 2-core budget in all); `make test-all` runs the slow ones too.
+# (about 30 minutes on 2 cores in all, fresh clone, 2026-12-01); `make test-all` adds the slow ones.
 test: setup lint
 	$(BIN)/python -m pytest -q -m "not slow" tests
 	$(MAKE) --no-print-directory test-backends
