@@ -105,6 +105,7 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path, fashion_mnist_dir):
             "--causal=True",
         ),
         (["--model=Performer", "--dataset=mnist", "--layout=sequence", "--margin=2"], "--margin"),
+        (["--model=Performer", "--dataset=mnist", "--init_from=none.keras"], "--init_from"),
     ],
 )
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, args, flag):

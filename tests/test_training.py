@@ -166,3 +166,49 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
         training.resolve_config("Performer", "mnist", schedule="cosine")
     with pytest.raises(ValueError, match="flag --augment_shift=4 is not allowed with --layout"):
         training.resolve_config("Performer", "mnist", augment_shift=4, layout="sequence")
+
+
+def test_init_from_starts_a_circular_run_from_an_exact_runs_weights(tmp_path):
+    """`--init_from`: the exact kernel's trained weights load into a circular model (same
+    weights, another positional factor); the source's outputs come back with its kernel."""
+    images = np.random.default_rng(2).random((16, 32, 32, 1)).astype("float32")
+    source = training.resolve_config(
+        "RelativePerformer", "mnist", position_kernel="exact", seed=3, **TINY
+    )
+    trained = training.build_compiled_model(source, tf.distribute.get_strategy())
+    trained.fit(images, np.arange(16) % 10, batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "source.keras")
+    trained.save(path)
+    again = training.build_compiled_model(
+        training.resolve_config(
+            "RelativePerformer", "mnist", position_kernel="exact", seed=9, init_from=path, **TINY
+        ),
+        tf.distribute.get_strategy(),
+    )
+    np.testing.assert_allclose(again.predict(images, verbose=0), trained.predict(images, verbose=0))
+    circular = training.build_compiled_model(
+        training.resolve_config(
+            "RelativePerformer", "mnist", position_kernel="circular", init_from=path, **TINY
+        ),
+        tf.distribute.get_strategy(),
+    )
+    for got, want in zip(circular.weights, trained.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want.numpy())
+
+
+def test_init_from_rejects_a_missing_source_and_another_model(tmp_path):
+    with pytest.raises(ValueError, match=r"--init_from='nowhere' is not allowed.*\.keras file"):
+        training.resolve_config("Performer", "mnist", init_from="nowhere")
+    empty_run = tmp_path / "run"
+    empty_run.mkdir()
+    with pytest.raises(ValueError, match="--init_from=.*checkpoints/best.keras"):
+        training.resolve_config("Performer", "mnist", init_from=str(empty_run))
+    nopos = training.build_compiled_model(
+        training.resolve_config("NoposPerformer", "mnist", seed=0, **TINY),
+        tf.distribute.get_strategy(),
+    )
+    path = str(tmp_path / "nopos.keras")
+    nopos.save(path)
+    wider = training.resolve_config("NoposPerformer", "mnist", init_from=path, **dict(TINY, dim=16))
+    with pytest.raises(ValueError, match=r"--init_from=.*does not fit this model"):
+        training.build_compiled_model(wider, tf.distribute.get_strategy())

@@ -7,6 +7,7 @@ both.
 """
 
 import dataclasses
+import os
 import re
 import typing
 
@@ -81,6 +82,10 @@ class RunSettings:
         exp_name: experiment name.
         version: run name (None: the next free version_N).
         resume: continue an interrupted run (same version).
+        init_from: warm start: the weights of another run's best model (its run directory) or
+            of a `.keras` file, for a model of the same shapes (`position_kernel` may differ:
+            `exact` and `circular` share their weights); the optimizer and schedule start
+            afresh. A `--resume` backup takes precedence.
         batch_size: global batch size.
         learning_rate: peak learning rate.
         warmup: linear warm-up steps.
@@ -110,6 +115,7 @@ class RunSettings:
     exp_name: str = "default"
     version: typing.Optional[str] = None
     resume: bool = False
+    init_from: typing.Optional[str] = None
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup: int = 0
@@ -246,11 +252,26 @@ def _check_run_settings(config):
             ["augment_shift", "layout"],
         )
     settings.check_number("learning_rate", config.learning_rate, 0.0, exclusive_minimum=True)
+    if config.init_from is not None:
+        init_weights_path(config.init_from)
     if config.version is not None and not re.fullmatch(r"[\w.-]+", config.version):
         raise settings.InvalidSetting(
             f"version={config.version!r} is not allowed; use letters, digits, '_', '-', '.'.",
             ["version"],
         )
+
+
+def init_weights_path(source):
+    """The `.keras` file of `--init_from` (a run directory's `checkpoints/best.keras`, or the
+    file itself); raises InvalidSetting when there is none."""
+    path = os.path.join(source, "checkpoints", "best.keras") if os.path.isdir(source) else source
+    if not (path.endswith(".keras") and os.path.isfile(path)):
+        raise settings.InvalidSetting(
+            f"init_from={source!r} is not allowed; use a run directory with "
+            "checkpoints/best.keras or a .keras file.",
+            ["init_from"],
+        )
+    return path
 
 
 def build_run_model(config, image_shape=None, check_only=False):

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from relperf_tf.app import data as data_lib
 from relperf_tf.app import direct_steps
-from relperf_tf.app.run_config import STRATEGIES, build_run_model
+from relperf_tf.app.run_config import STRATEGIES, build_run_model, init_weights_path
 from relperf_tf.schedules import WarmupSchedule
 
 
@@ -88,4 +88,31 @@ def build_compiled_model(config, strategy, image_shape=None):
     with strategy.scope():
         model = build_run_model(config, image_shape)
         compile_model(model, config)
+        if config.init_from is not None:
+            warm_start(model, config.init_from)
     return model
+
+
+def warm_start(model, source):
+    """Sets every variable of `model` (FAVOR+ draws included) to `--init_from`'s, in order;
+    raises ValueError naming the flag when the two models' variables differ in number or
+    shape (Keras' own `load_weights` would keep fresh weights for what it cannot match)."""
+    path = init_weights_path(source)
+    try:
+        weights = [
+            w.numpy() for w in keras.models.load_model(path, compile=False, safe_mode=True).weights
+        ]
+    except Exception as error:  # zip, HDF5 and deserialisation errors alike
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(
+            f"flag --init_from={source!r}: {path} cannot be loaded ({reason})."
+        ) from None
+    shapes = [tuple(w.shape) for w in model.weights]
+    if [w.shape for w in weights] != shapes:
+        raise ValueError(
+            f"flag --init_from={source!r}: {path} does not fit this model ({len(weights)} "
+            f"variables, this model {len(shapes)} or other shapes); use a run of the same model, "
+            "dim, depth, heads and features."
+        )
+    for variable, value in zip(model.weights, weights):
+        variable.assign(value)

@@ -11,7 +11,9 @@ cli.define_run_flags()
 # is our run root too, with the reference implementation's default layout.
 flags.FLAGS.set_default("log_dir", training.RunSettings.log_dir)
 cli.define_setting_flags(
-    s for s in training.run_settings() if s.name in ("layout", "exp_name", "version", "resume")
+    s
+    for s in training.run_settings()
+    if s.name in ("layout", "exp_name", "version", "resume", "init_from")
 )
 # The sequence task's own settings (`--causal`), generated from its constructor.
 cli.define_setting_flags(training.SEQUENCE_SETTINGS)
