@@ -29,12 +29,15 @@ $(FASHION_MNIST):
 # The demo run goes to logs/demo/<timestamp>/, then its shift curve is printed
 # and plotted there (shift.csv, shift.png) beside the shipped models' curves
 # (their SavedModels: no training), the absolute Performer's collapsing.
+# `make demo DEMO_SEED=2` trains another seed.
 DEMO_RUN := logs/demo/$(shell date +%Y%m%d-%H%M%S)
+DEMO_SEED ?= 1
 SHIPPED := $(sort $(dir $(wildcard saved_models/*/1/saved_model.pb)))
 
 demo: setup
 	$(BIN)/python scripts/train.py --model=RelativePerformer --dataset=fashion_mnist --preset=tiny \
-		--position_kernel=circular --nb_features=1 --locality=30 --epochs=1 --steps_per_epoch=1500 --seed=1 \
+		--position_kernel=circular --nb_features=1 --locality=30 --schedule=cosine --learning_rate=5e-3 \
+		--epochs=1 --steps_per_epoch=1500 --seed=$(DEMO_SEED) \
 		--log_dir=logs --exp_name=demo --version=$(notdir $(DEMO_RUN))
 	$(BIN)/python scripts/shift_robustness.py $(DEMO_RUN) $(SHIPPED) --labels=1 --max_shift=8 \
 		--shift_step=4 --output=$(DEMO_RUN)/shift.csv --plot=$(DEMO_RUN)/shift.png
