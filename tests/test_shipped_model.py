@@ -97,7 +97,8 @@ def test_each_preset_is_its_saved_model_as_a_keras_model(preset):
     )
     pixels = np.random.default_rng(0).random((4,) + model.image_shape).astype("float32")
     expected = served.signatures["logits"](pixels=tf.constant(pixels))["logits"].numpy()
-    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, atol=1e-5)
+    # Two compilations of the same float32 model: the depth-4 presets' logits differ by ≤ 2.5e-5.
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, atol=1e-4)
     backbone = PerformerBackbone.from_preset(preset)
     assert isinstance(backbone, PerformerBackbone) and backbone.grid_shape == model.grid_shape
 

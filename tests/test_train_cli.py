@@ -287,12 +287,15 @@ def test_mirrored_cli_on_two_cpu_replicas(tmp_path, fashion_mnist_dir, preset):
 
 
 def test_inspect_writes_the_pictures_and_rejects_a_pixel_off_the_grid(tmp_path, fashion_mnist_dir):
-    """relperf-inspect on a shipped preset: three PNGs; a bad --pixel exits 2 and writes none."""
+    """relperf-inspect on a shipped preset's folder (which holds an hparams.json but is not a
+    run directory): three PNGs; by name with a bad --pixel: exits 2 and writes none."""
     program = os.path.join(os.path.dirname(sys.executable), "relperf-inspect")
     common = [f"--data_dir={fashion_mnist_dir}", "--image_index=3"]
     out = tmp_path / "pictures"
     result = subprocess.run(
-        [program, "relative_performer_circular_fashion_mnist", f"--output_dir={out}"] + common,
+        [program, os.path.join(REPO, "saved_models", "relative_performer_circular_fashion_mnist")]
+        + [f"--output_dir={out}"]
+        + common,
         capture_output=True,
         text=True,
     )

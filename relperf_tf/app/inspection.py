@@ -16,7 +16,10 @@ from relperf_tf.models import ImageClassifier, attention_maps, presets
 
 def load_model(source):
     """(model, dataset, embedding_type, output folder) of a run directory, preset name or path."""
-    if os.path.isdir(source) and os.path.exists(os.path.join(source, "hparams.json")):
+    is_run = os.path.isfile(os.path.join(source, "checkpoints", "best.keras"))
+    if is_run or (
+        os.path.isdir(source) and not os.path.exists(os.path.join(source, "model.keras"))
+    ):
         hparams = runs.load_hparams(source)
         model = runs.load_best_model(source, hparams)
         return model, hparams["dataset"], hparams["embedding_type"], source

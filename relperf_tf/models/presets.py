@@ -20,6 +20,11 @@ PRESETS = {
         "RelativePerformer with the circular exact positional factor, dim 32, depth 3, 8 heads, "
         "m 4, Fashion-MNIST; test accuracy 0.8505, invariant to cyclic shifts by construction."
     ),
+    "relative_performer_exact_fashion_mnist": (
+        "RelativePerformer with the exact positional factor (finite-grid offsets), dim 64, "
+        "depth 4, 8 heads, m 4, Fashion-MNIST; test accuracy 0.8911, shift robust (≥ 0.99× its "
+        "s = 0 accuracy at every shift in [−8, 8])."
+    ),
 }
 MODEL_FILE = "model.keras"
 _CHECKOUT_PRESETS = os.path.join(
