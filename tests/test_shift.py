@@ -118,3 +118,44 @@ def test_curve_table_and_labels_name_each_source():
     assert lines[0].split()[-3:] == ["-4", "+0", "+4"]
     assert lines[2].split()[-3:] == ["0.000", "0.980", "0.010"]
     assert lines[3].split()[-1] == "0.990" and len(lines) == 4
+
+
+def test_curves_beside_are_read_back_at_the_new_curves_shifts(tmp_path):
+    """--beside: a shift CSV round-trips with its numbers; only the shifts measured now are
+    kept; another label set or a file that is not a shift CSV is one clear error."""
+    old = [
+        dict(
+            run_dir="/r/saved_models/perf/1",
+            model="Performer",
+            dataset="fashion_mnist",
+            labels="1",
+            shift=s,
+            images=791,
+            accuracy_mean=a,
+            accuracy_std=0.1,
+            loss_mean=1.5,
+            loss_std=0.5,
+        )
+        for s, a in ((-2, 0.2), (-1, 0.9), (0, 0.98), (1, 0.97), (2, 0.7))
+    ]
+    path = str(tmp_path / "shift.csv")
+    shift.write_csv(old, path)
+    assert shift.read_csv(path) == old
+    new = [
+        dict(old[0], run_dir="/r/logs/demo/x", model="RelativePerformer", shift=s)
+        for s in (-2, 0, 2)
+    ]
+    beside = shift.rows_beside(new, [path])
+    assert [(r["shift"], r["accuracy_mean"]) for r in beside] == [(-2, 0.2), (0, 0.98), (2, 0.7)]
+    lines = shift.curve_table(beside + new).splitlines()
+    assert lines[1].split()[-3:] == ["0.200", "0.980", "0.700"] and len(lines) == 3
+    other = str(tmp_path / "other.csv")
+    shift.write_csv([dict(r, labels="7") for r in old], other)
+    with pytest.raises(ValueError, match="--beside=.*other.csv.*labels '1'"):
+        shift.rows_beside(new, [other])
+    not_shift = tmp_path / "results.csv"
+    not_shift.write_text("run_dir,test_accuracy\nx,0.5\n")
+    with pytest.raises(ValueError, match="is not a shift CSV"):
+        shift.read_csv(str(not_shift))
+    with pytest.raises(ValueError, match="cannot be read"):
+        shift.read_csv(str(tmp_path / "missing.csv"))

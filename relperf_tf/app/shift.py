@@ -206,6 +206,46 @@ def write_csv(rows, path):
     atomic.write_text(path, text.getvalue())
 
 
+_NUMBERS = {"shift": int, "images": int, "accuracy_mean": float, "accuracy_std": float}
+
+
+def read_csv(path):
+    """The rows of a CSV `write_csv` wrote (numbers as numbers); ValueError naming the file when
+    it is missing or has other columns."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+                raise ValueError(f"{path!r} is not a shift CSV (columns {reader.fieldnames}).")
+            rows = list(reader)
+    except OSError as error:
+        raise ValueError(f"{path!r} cannot be read ({error.strerror}).") from None
+    for row in rows:
+        row.update({name: kind(row[name]) for name, kind in _NUMBERS.items()})
+        row.update({name: float(row[name]) for name in ("loss_mean", "loss_std")})
+    return rows
+
+
+def rows_beside(rows, paths):
+    """Curves measured before (each path a `write_csv` file, e.g. a shipped model's
+    `shift.csv`), at the dataset, labels and shifts of `rows`, to draw and tabulate beside them.
+
+    Raises ValueError naming `--beside` when a file's curves are of another dataset or labels.
+    """
+    dataset, labels = rows[0]["dataset"], rows[0]["labels"]
+    wanted = {row["shift"] for row in rows}
+    beside = []
+    for path in paths:
+        found = read_csv(path)
+        if not found or {(r["dataset"], r["labels"]) for r in found} != {(dataset, labels)}:
+            raise ValueError(
+                f"flag --beside={path!r} is not allowed: its curves are not of dataset "
+                f"{dataset!r} and labels {labels!r}, as this experiment's."
+            )
+        beside += [r for r in found if r["shift"] in wanted]
+    return beside
+
+
 def source_name(run_dir):
     """A curve's source in words: a SavedModel's folder (not its version number), or a run's
     version directory."""

@@ -15,6 +15,13 @@ flags.DEFINE_integer(
 flags.DEFINE_string("output", "shift.csv", "CSV of accuracy/loss per run and shift.")
 flags.DEFINE_string("plot", None, "PNG plot of accuracy vs shift (optional).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's own).")
+flags.DEFINE_list(
+    "beside",
+    [],
+    "Shift CSVs measured before (e.g. saved_models/*/shift.csv, computed on each SavedModel): "
+    "their curves at the same shifts are plotted and tabulated beside the new ones, not "
+    "recomputed; --output holds the new curves only.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -32,13 +39,17 @@ def main(argv):
                 f"flag --labels={','.join(FLAGS.labels)} is not allowed; use class indices like 1 "
                 "or 1,7."
             )
+        shift.shifts(FLAGS.max_shift, FLAGS.shift_step)  # bad flags before any file is read
+        for path in FLAGS.beside:
+            shift.read_csv(path)
         rows = shift.run_shift_experiment(
             argv[1:], labels, FLAGS.max_shift, FLAGS.data_dir, FLAGS.shift_step
         )
+        shown = shift.rows_beside(rows, FLAGS.beside) + rows
         shift.write_csv(rows, FLAGS.output)
         if FLAGS.plot:
-            shift.plot(rows, FLAGS.plot)
-    print(shift.curve_table(rows))
+            shift.plot(shown, FLAGS.plot)
+    print(shift.curve_table(shown))
 
 
 def run():
