@@ -17,8 +17,8 @@ PRESETS = {
         "on a 32×32 canvas; test accuracy 0.7988: the baseline that collapses when objects move."
     ),
     "relative_performer_circular_fashion_mnist": (
-        "RelativePerformer with the circular exact positional factor, dim 32, depth 3, 8 heads, "
-        "m 4, Fashion-MNIST; test accuracy 0.8505, invariant to cyclic shifts by construction."
+        "RelativePerformer with the circular exact positional factor, dim 64, depth 4, 8 heads, "
+        "m 4, Fashion-MNIST; test accuracy 0.8757, invariant to cyclic shifts by construction."
     ),
     "relative_performer_exact_fashion_mnist": (
         "RelativePerformer with the exact positional factor (finite-grid offsets), dim 64, "
