@@ -27,9 +27,10 @@ def test_shipped_model_matches_its_recorded_accuracy(saved_model, fashion_mnist_
     version_dir = os.path.dirname(saved_model)
     metadata = json.load(open(os.path.join(version_dir, "assets.extra", "relperf.json")))
     images, labels = data.raw_test_images(metadata["dataset"], fashion_mnist_dir)
-    # Every fifth test image (2 000, all classes): the sample accuracy's standard
-    # error is below 0.009 at these accuracies, so 0.03 is 3.5 of them.
-    images, labels = images[::5], labels[::5]
+    # Every tenth test image (1 000, all classes): the sample accuracy's standard
+    # error is below 0.013 at these accuracies, so 0.03 is 2.3 of them (a fixed sample:
+    # the same numbers every run).
+    images, labels = images[::10], labels[::10]
     loaded = tf.saved_model.load(version_dir)
     serve = loaded.signatures["serving_default"]
     # The serving graph, XLA-compiled: 3.3× faster on 2 CPU cores (the same
@@ -40,6 +41,8 @@ def test_shipped_model_matches_its_recorded_accuracy(saved_model, fashion_mnist_
     )
     accuracy = float(np.mean(predicted == labels))
     assert accuracy == pytest.approx(metadata["test_accuracy"], abs=0.03)
+    if saved_model != SHIPPED[0]:
+        return  # predict.py's own tests cover the command; once on a shipped model is enough
 
     png = tmp_path / "item.png"
     png.write_bytes(tf.io.encode_png(images[0]).numpy())
