@@ -206,7 +206,9 @@ def write_csv(rows, path):
     atomic.write_text(path, text.getvalue())
 
 
-_NUMBERS = {"shift": int, "images": int, "accuracy_mean": float, "accuracy_std": float}
+_NUMBERS = dict(
+    shift=int, images=int, accuracy_mean=float, accuracy_std=float, loss_mean=float, loss_std=float
+)
 
 
 def read_csv(path):
@@ -222,7 +224,6 @@ def read_csv(path):
         raise ValueError(f"{path!r} cannot be read ({error.strerror}).") from None
     for row in rows:
         row.update({name: kind(row[name]) for name, kind in _NUMBERS.items()})
-        row.update({name: float(row[name]) for name in ("loss_mean", "loss_std")})
     return rows
 
 

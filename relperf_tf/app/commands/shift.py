@@ -41,7 +41,10 @@ def main(argv):
             )
         shift.shifts(FLAGS.max_shift, FLAGS.shift_step)  # bad flags before any file is read
         for path in FLAGS.beside:
-            shift.read_csv(path)
+            try:
+                shift.read_csv(path)
+            except ValueError as error:
+                raise ValueError(f"flag --beside: {error}") from None
         rows = shift.run_shift_experiment(
             argv[1:], labels, FLAGS.max_shift, FLAGS.data_dir, FLAGS.shift_step
         )
