@@ -50,12 +50,14 @@ demo: setup
 # applies the formatting), then the test suite without the end-to-end runs
 # marked slow on TensorFlow, then the library's tests on JAX and PyTorch
 # (about 30 minutes on 2 cores in all, fresh clone, 2026-12-01); `make test-all` adds the slow ones.
+# Two pytest-xdist workers: most tests wait on Python, tracing and subprocesses rather than on
+# both cores, so two at once took 14 min where one process took 23 (this CPU, same suite).
 test: setup lint
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 	$(MAKE) --no-print-directory test-backends
 
 test-all: setup lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 	$(MAKE) --no-print-directory test-backends
 
 # The library's tests (modules marked all_backends) again on JAX and PyTorch, CPU builds;
