@@ -12,14 +12,16 @@ Before TensorFlow loads, a command's process
    (README, Benchmarks). glibc reads these settings only at start-up, hence
    the restart. Nothing happens when GLIBC_TUNABLES is already set, on a C
    library other than glibc, or with RELPERF_MALLOC_TUNING=0;
-2. starts TensorFlow with its start-up lines about absent CUDA drivers and
-   CPU instructions kept off the terminal (RELPERF_STARTUP_LOGS=1 shows them);
-   any other line it prints then still reaches stderr.
+2. imports `relperf_tf` (which applies its CPU settings, relperf_tf/cpu_tuning.py,
+   before Keras loads TensorFlow), with TensorFlow's start-up lines about absent
+   CUDA drivers and CPU instructions kept off the terminal (RELPERF_STARTUP_LOGS=1
+   shows them); any other line it prints then still reaches stderr.
 
 This module lives outside the `relperf_tf` package because importing that
-package loads Keras and TensorFlow; importing `relperf_tf` itself changes
-nothing in the process. A script of your own gets the same malloc settings
-when started as `GLIBC_TUNABLES=<TUNABLES> python my_script.py` (README).
+package loads Keras and TensorFlow. A script of your own that imports
+`relperf_tf` before TensorFlow gets the same settings (`mallopt` in place of
+the restart); `GLIBC_TUNABLES=<TUNABLES> python my_script.py` sets them from
+the start (README).
 
 Run a command as `relperf-<name> …` (installed console scripts),
 `python scripts/<name>.py …` (a checkout) or `python -m relperf_cli <name> …`.
@@ -64,8 +66,8 @@ def restart_with_tuned_malloc():
 
 
 def start_tensorflow_quietly():
-    """Imports TensorFlow and lists its devices with stderr captured; replays what is not
-    `STARTUP_NOISE`."""
+    """Imports relperf_tf (so TensorFlow) and lists the devices with stderr captured; replays
+    what is not `STARTUP_NOISE`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the application trains with tf.data
     if os.environ.get("RELPERF_STARTUP_LOGS") == "1":
@@ -75,6 +77,8 @@ def start_tensorflow_quietly():
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
+            # relperf_tf first, as in a user's script: its CPU settings precede TensorFlow.
+            import relperf_tf  # noqa: F401, I001
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # the CUDA probe

@@ -3,12 +3,20 @@
 import os
 
 # Sections of docs/benchmarks.md written by other tools (benchmarks/peers/run.py,
-# benchmarks/sequence_factor.py, benchmarks/backend_speed.py): `render` keeps them,
-# `replace_section` rewrites one.
+# benchmarks/sequence_factor.py, benchmarks/backend_speed.py, benchmarks/gemm_rates.py,
+# benchmarks/user_script.py): `render` keeps them, `replace_section` rewrites one.
 PEERS_SECTION = "peers"
 SEQUENCE_SECTION = "sequence_factor"
 BACKENDS_SECTION = "backends"
-KEPT_SECTIONS = (PEERS_SECTION, SEQUENCE_SECTION, BACKENDS_SECTION)
+GEMM_SECTION = "gemm_rates"
+USER_SCRIPT_SECTION = "user_script"
+KEPT_SECTIONS = (
+    PEERS_SECTION,
+    SEQUENCE_SECTION,
+    BACKENDS_SECTION,
+    GEMM_SECTION,
+    USER_SCRIPT_SECTION,
+)
 
 
 def _markers(name):

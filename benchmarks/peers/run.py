@@ -42,7 +42,7 @@ IMPLEMENTATIONS = {
         os.path.join(REPO, ".venv", "bin", "python"),
         "run_relperf_tf.py",
         ("plain", "xla"),
-        (),
+        ("bf16", "bf16-xla"),
     ),
     "model_garden": (
         os.path.join(HERE, ".venvs", "model_garden", "bin", "python"),
@@ -181,7 +181,11 @@ def main(argv):
     skipped = (
         []
         if cpu["native_bf16"]
-        else ["performer_pytorch bf16 (no native bf16 matmuls on this CPU)"]
+        else [
+            f"{name} {','.join(IMPLEMENTATIONS[name][3])} (no native bf16 matmuls on this CPU)"
+            for name in FLAGS.implementations
+            if IMPLEMENTATIONS[name][3]
+        ]
     )
     results = dict(
         cpu=cpu,

@@ -1,8 +1,9 @@
 """relperf_tf's Performer on the peer workload (runs in the project's .venv).
 
-Settings: `plain` (tf.function) and `xla` (jit_compile), both through the
-model and optimizer `scripts/train.py` builds (Adam with its schedule and
-global-norm clipping), dropout off as in the peers.
+Settings: `plain` (tf.function) and `xla` (jit_compile), and with native bf16
+matmuls `bf16` / `bf16-xla` (the same under `--precision=mixed_bfloat16`), all
+through the model and optimizer `scripts/train.py` builds (Adam with its
+schedule and global-norm clipping), dropout off as in the peers.
 """
 
 import os
@@ -15,26 +16,28 @@ sys.path.insert(
 )  # the repo: benchmarks
 import workload  # noqa: E402
 
-SETTINGS = ("plain", "xla")
+SETTINGS = ("plain", "xla", "bf16", "bf16-xla")
 
 
 def main():
     mode, setting = workload.parse_args(SETTINGS)
+    # relperf_tf first, as in a user's script: its CPU settings (oneDNN) precede TensorFlow.
+    import relperf_tf  # noqa: I001
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(workload.THREADS["intra_op"])
     tf.config.threading.set_inter_op_parallelism_threads(workload.THREADS["inter_op"])
-    import relperf_tf
     from benchmarks import benchmarking
     from relperf_tf.app import training
 
     w = workload.WORKLOAD
-    jit = setting == "xla"
+    jit = setting in ("xla", "bf16-xla")
     config = training.resolve_config(
         "Performer",
         "fashion_mnist",
         batch_size=workload.BATCH[mode],
         jit_compile=jit,
+        precision="mixed_bfloat16" if setting.startswith("bf16") else "float32",
         attn_dropout=0.0,
         ff_dropout=0.0,
         seed=0,

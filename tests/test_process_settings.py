@@ -1,0 +1,139 @@
+"""Process settings: commands restart once with glibc malloc settings and respect the user's own;
+importing the library raises the same thresholds in the running process (mallopt) and turns
+TensorFlow's oneDNN kernels on when TensorFlow is not loaded yet, and changes nothing else."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+import relperf_cli as fast_malloc
+from relperf_tf import cpu_tuning
+from tests.conftest import REPO
+
+# Loads relperf_cli.py alone (no package, no TensorFlow) and restarts: a script
+# file, as the restart re-runs sys.argv.
+PROBE = (
+    "import importlib.util, os, sys\n"
+    "spec = importlib.util.spec_from_file_location('fast_malloc', sys.argv[1])\n"
+    "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+    "module.restart_with_tuned_malloc()\n"
+    "print(os.environ.get('GLIBC_TUNABLES', ''), os.getpid())\n"
+)
+
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc tunables only")
+
+
+def run_probe(tmp_path, **env):
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RELPERF_MALLOC_TUNING")
+    }
+    source = os.path.join(REPO, "relperf_cli.py")
+    result = subprocess.run(
+        [sys.executable, str(probe), source], capture_output=True, text=True, env={**base, **env}
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_restarts_with_the_tunables(tmp_path):
+    assert run_probe(tmp_path)[0] == fast_malloc.TUNABLES
+
+
+def test_respects_the_users_settings_and_the_opt_out(tmp_path):
+    assert (
+        run_probe(tmp_path, GLIBC_TUNABLES="glibc.malloc.arena_max=2")[0]
+        == "glibc.malloc.arena_max=2"
+    )
+    assert (
+        len(run_probe(tmp_path, RELPERF_MALLOC_TUNING="0")) == 1
+    )  # no tunables printed, only the pid
+
+
+def test_importing_the_library_has_no_other_side_effects():
+    """No restart, no warnings filter, no environment change (measured after Keras and TensorFlow
+    themselves are imported)."""
+    probe = (
+        "import json, os, warnings\n"
+        "import keras, tensorflow\n"
+        "pid, environ, filters = os.getpid(), dict(os.environ), list(warnings.filters)\n"
+        "import relperf_tf\n"
+        "changed = sorted(k for k in set(environ) | set(os.environ)\n"
+        "                 if environ.get(k) != os.environ.get(k))\n"
+        "print(json.dumps([changed, warnings.filters == filters, os.getpid() == pid]))\n"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=base, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    changed, same_filters, same_process = json.loads(result.stdout.splitlines()[-1])
+    assert changed == [] and same_filters and same_process
+
+
+# 40 blocks of 32 MiB, each written whole and freed: when glibc maps and unmaps each block, every
+# block faults its pages in again; when they stay in the heap, only the first does.
+FAULTS_PROBE = (
+    "import resource, numpy\n"
+    "import relperf_tf\n"
+    "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+    "for _ in range(40):\n"
+    "    block = numpy.ones(8 << 20, numpy.float32); del block\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+)
+
+
+def test_importing_the_library_keeps_large_blocks_in_the_heap():
+    """Page faults of the probe with the library's malloc settings and with RELPERF_MALLOC_TUNING=0
+    (both started without GLIBC_TUNABLES, as a user's script is)."""
+    faults = {}
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RELPERF_MALLOC_TUNING")
+    }
+    for opt_out in (False, True):
+        env = dict(base, RELPERF_MALLOC_TUNING="0") if opt_out else base
+        result = subprocess.run(
+            [sys.executable, "-c", FAULTS_PROBE], capture_output=True, text=True, env=env, cwd=REPO
+        )
+        assert result.returncode == 0, result.stderr
+        faults[opt_out] = int(result.stdout.split()[-1])
+    assert faults[False] * 10 < faults[True], faults
+
+
+def test_onednn_is_turned_on_only_when_unset_and_before_tensorflow():
+    environ = {}
+    assert cpu_tuning.enable_onednn(environ, modules={}) and environ == {
+        "TF_ENABLE_ONEDNN_OPTS": "1"
+    }
+    environ = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert not cpu_tuning.enable_onednn(environ, modules={})
+    assert environ == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    environ = {}
+    assert not cpu_tuning.enable_onednn(environ, modules={"tensorflow": object()})
+    assert environ == {}
+
+
+ONEDNN_PROBE = (
+    "import os, relperf_tf\n"
+    "from tensorflow.python.util import _pywrap_util_port\n"
+    "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), _pywrap_util_port.IsMklEnabled())\n"
+)
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "1 True"), ("0", "0 False")])
+def test_importing_the_library_first_gives_tensorflow_onednn(setting, expected):
+    """TensorFlow reads the variable when it loads: the library sets it first, unless the user
+    did."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    result = subprocess.run(
+        [sys.executable, "-c", ONEDNN_PROBE], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == expected
