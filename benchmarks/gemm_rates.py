@@ -23,10 +23,12 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, REPO)
+from benchmarks import child_process  # noqa: E402
+
 ENGINES = ("openblas", "torch", "tf-eigen", "tf-onednn", "tf-xla")
 REFERENCE = dict(image_size=32, dim=128, depth=4, heads=4, nb_features=110)
 BATCH = {"train": 16, "infer": 128}
@@ -38,7 +40,6 @@ TUNABLES = re.search(
 
 def shapes(mode):
     """`{(batch, rows, inner, cols): count}` of one step (`benchmarking.step_gemms`)."""
-    sys.path.insert(0, REPO)
     from benchmarks.benchmarking import step_gemms
 
     return step_gemms(mode, batch_size=BATCH[mode], **REFERENCE)
@@ -119,22 +120,11 @@ def environment(engine):
 
 
 def measure(engine, shape_list, repeats, timeout):
-    code = (
-        f"import sys; sys.path.insert(0, {REPO!r}); from benchmarks.gemm_rates import child; "
-        f"child({engine!r}, {json.dumps(shape_list)}, {repeats})"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=environment(engine),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode or not lines:
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    code = f"from benchmarks.gemm_rates import child; child({engine!r}, {shape_list!r}, {repeats})"
+    seconds, reason = child_process.run_python(code, environment(engine), timeout)
+    if seconds is None:
         raise RuntimeError(f"{engine}: {reason}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return seconds
 
 
 def flops(shape):
@@ -219,13 +209,7 @@ def main(argv=None):
             dict(shape=s, count=gemms[tuple(s)], seconds={e: timed[e][i] for e in engines})
             for i, s in enumerate(shape_list)
         ]
-    cpu = subprocess.run(
-        [sys.executable, "-c", "from benchmarks.benchmarking import cpu_label; print(cpu_label())"],
-        cwd=REPO,
-        env=environment("tf-onednn"),
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    cpu = child_process.cpu_label(environment("tf-onednn"))
     results["cpu"] = cpu
     lines = section(results, cpu)
     print("\n".join(lines))

@@ -29,11 +29,13 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, REPO)
+from benchmarks import child_process  # noqa: E402
+
 VARIANTS = (
     "command",
     "command-graph",
@@ -109,20 +111,11 @@ def environment(variant):
 
 
 def measure(variant, steps, timeout):
-    code = f"import sys; sys.path.insert(0, {REPO!r}); from benchmarks.user_script import child; "
-    code += f"child({variant!r}, {steps})"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=environment(variant),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode or not lines:
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    code = f"from benchmarks.user_script import child; child({variant!r}, {steps})"
+    result, reason = child_process.run_python(code, environment(variant), timeout)
+    if result is None:
         return dict(variant=variant, failed=reason)
-    return dict(variant=variant, **json.loads(lines[-1][len("RESULT ") :]))
+    return dict(variant=variant, **result)
 
 
 def section(rows, cpu):
@@ -184,16 +177,9 @@ def main(argv=None):
             rows.append(dict(variant=variant, seconds=statistics.median(r["seconds"] for r in ok)))
         else:
             rows.append(results[-1])
-    sys.path.insert(0, REPO)
     from benchmarks import report
 
-    cpu = subprocess.run(
-        [sys.executable, "-c", "from benchmarks.benchmarking import cpu_label; print(cpu_label())"],
-        cwd=REPO,
-        env=environment("user"),
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    cpu = child_process.cpu_label(environment("user"))
     lines = section(rows, cpu)
     print("\n".join(lines))
     if args.record:
