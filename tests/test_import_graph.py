@@ -114,12 +114,18 @@ def test_no_script_or_command_shadows_a_standard_module():
     assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)
 
 
+# The one library module that may reach TensorFlow, inside a function run only on that backend:
+# the Threefry dropout mask under XLA (Keras' own draw is slow there).
+TENSORFLOW_WORKAROUNDS = {"relperf_tf.layers.dropout"}
+
+
 def test_the_library_imports_no_tensorflow():
     """The library is Keras 3 (`keras.ops`, `keras.random`): only the application uses
-    TensorFlow (tf.data, tf.distribute, SavedModel, the direct XLA steps)."""
+    TensorFlow (tf.data, tf.distribute, SavedModel, the direct XLA steps), less the named
+    backend workaround."""
     wrong = []
     for name, path in package_modules().items():
-        if is_application(name):
+        if is_application(name) or name in TENSORFLOW_WORKAROUNDS:
             continue
         for node in ast.walk(ast.parse(open(path).read())):
             if isinstance(node, ast.Import):
@@ -133,12 +139,15 @@ def test_the_library_imports_no_tensorflow():
 
 
 def test_importing_the_library_respects_the_users_backend():
-    """`import relperf_tf` under KERAS_BACKEND=jax keeps JAX and loads no TensorFlow."""
+    """`import relperf_tf` under KERAS_BACKEND=jax keeps JAX and loads no TensorFlow, nor does
+    training through the library's dropout (its TensorFlow path is for that backend only)."""
     import subprocess
     import sys
 
     code = (
-        "import sys, relperf_tf, keras; print(keras.backend.backend(), 'tensorflow' in sys.modules)"
+        "import sys, relperf_tf, keras; "
+        "relperf_tf.layers.Dropout(0.5)(keras.ops.ones((2, 3)), training=True); "
+        "print(keras.backend.backend(), 'tensorflow' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -2,6 +2,7 @@
 
 from relperf_tf.layers.class_token import ClassToken
 from relperf_tf.layers.clipped_relative_attention import ClippedRelativeAttention
+from relperf_tf.layers.dropout import Dropout
 from relperf_tf.layers.favor_attention import FavorAttention
 from relperf_tf.layers.favor_kernel import FavorKernel
 from relperf_tf.layers.grid_positions import GridPositions
@@ -16,6 +17,7 @@ from relperf_tf.layers.transformer_block import TransformerBlock
 __all__ = [
     "ClassToken",
     "ClippedRelativeAttention",
+    "Dropout",
     "FavorAttention",
     "FavorKernel",
     "GridPositions",

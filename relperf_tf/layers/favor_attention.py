@@ -7,6 +7,7 @@ from keras import ops
 
 from relperf_tf import validation
 from relperf_tf.layers import attention_masks
+from relperf_tf.layers.dropout import Dropout
 from relperf_tf.layers.favor_kernel import FAVOR_OPTIONS, FavorKernel, upgrade_legacy_options
 
 try:  # Keras' own accessor, on every backend (tensors of some backends take no attributes)
@@ -191,9 +192,7 @@ class FavorAttention(keras.layers.Layer):
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self._favor = FavorKernel(**kwargs, name="favor", dtype=self.dtype_policy.variable_dtype)
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, seed=self._favor.seed, dtype=self.dtype_policy
-        )
+        self._dropout_layer = Dropout(self.dropout, seed=self._favor.seed, dtype=self.dtype_policy)
 
     @property
     def favor(self):

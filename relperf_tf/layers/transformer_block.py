@@ -3,6 +3,7 @@
 import keras
 
 from relperf_tf import validation
+from relperf_tf.layers.dropout import Dropout
 from relperf_tf.layers.favor_attention import get_keras_mask, select_token
 
 
@@ -77,12 +78,12 @@ class TransformerBlock(keras.layers.Layer):
         self._attention_norm = keras.layers.LayerNormalization(
             epsilon=1e-5, name="attention_norm", **policy
         )
-        self._attention_dropout = keras.layers.Dropout(self.attn_dropout, **policy)
+        self._attention_dropout = Dropout(self.attn_dropout, **policy)
         self._ff_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="ff_norm", **policy)
         self._ff_hidden = keras.layers.Dense(
             self.ff_multiplier * dim, activation="gelu", name="ff_hidden", **policy
         )
-        self._ff_dropout = keras.layers.Dropout(self.ff_dropout, **policy)
+        self._ff_dropout = Dropout(self.ff_dropout, **policy)
         self._ff_output = keras.layers.Dense(dim, name="ff_output", **policy)
         self._attention_norm.build(inputs_shape)
         self._ff_norm.build(inputs_shape)
