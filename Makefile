@@ -49,7 +49,7 @@ demo: setup
 # Lint and format checks first (ruff, configured in pyproject.toml; `make format`
 # applies the formatting), then the test suite without the end-to-end runs
 # marked slow on TensorFlow, then the library's tests on JAX and PyTorch
-# (about 30 minutes on 2 cores in all, fresh clone, 2026-12-01); `make test-all` adds the slow ones.
+# (about 25 minutes on 2 cores in all, fresh clone, 2026-12-02); `make test-all` adds the slow ones.
 # Two pytest-xdist workers: most tests wait on Python, tracing and subprocesses rather than on
 # both cores, so two at once took 14 min where one process took 23 (this CPU, same suite).
 test: setup lint
