@@ -112,3 +112,35 @@ def test_random_translation_moves_images_and_fills_the_background():
     np.testing.assert_allclose(moved[~bright], background, atol=1e-6)
     blank = tf.fill((2, 32, 32, 1), background)
     np.testing.assert_allclose(random_translation("fashion_mnist", "linear", 4)(blank), blank)
+
+
+@pytest.mark.parametrize("embedding_type", ["linear", "lookup"])
+def test_random_flip_mirrors_some_images_left_right_and_keeps_the_rest(embedding_type):
+    from relperf_tf.app.data import random_flip
+
+    raw = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 1)).astype("uint8")
+    images = raw if embedding_type == "lookup" else raw.astype("float32") / 255.0
+    flipped = np.asarray(random_flip(embedding_type, seed=0)(tf.constant(images)))
+    assert flipped.dtype == images.dtype
+    mirrored = [np.array_equal(f, i[:, ::-1]) for f, i in zip(flipped, images)]
+    kept = [np.array_equal(f, i) for f, i in zip(flipped, images)]
+    assert all(m != k for m, k in zip(mirrored, kept))  # each image is one or the other
+    assert 16 <= sum(mirrored) <= 48  # probability ½ each (±4σ)
+
+
+def test_flip_augmentation_applies_to_training_batches_only(monkeypatch, tmp_path):
+    monkeypatch.setattr(data.data_sources, "network_available", lambda: True)
+    with tfds.testing.mock_data(num_examples=40):
+        plain = data.load("mnist", 40, data_dir=str(tmp_path), validation_size=8, seed=0)
+        flips = data.load(
+            "mnist", 40, data_dir=str(tmp_path), validation_size=8, seed=0, augment_flip=True
+        )
+        (a, _), (b, _) = next(iter(plain.train)), next(iter(flips.train))
+        a, b = np.asarray(a), np.asarray(b)
+        mirrored = sum(
+            np.array_equal(y, x[:, ::-1]) and not np.array_equal(y, x) for x, y in zip(a, b)
+        )
+        assert 0 < mirrored < len(a)
+        for split in ("validation", "test"):
+            (x, _), (y, _) = next(iter(getattr(plain, split))), next(iter(getattr(flips, split)))
+            np.testing.assert_array_equal(x, y)

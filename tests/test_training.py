@@ -212,3 +212,40 @@ def test_init_from_rejects_a_missing_source_and_another_model(tmp_path):
     wider = training.resolve_config("NoposPerformer", "mnist", init_from=path, **dict(TINY, dim=16))
     with pytest.raises(ValueError, match=r"--init_from=.*does not fit this model"):
         training.build_compiled_model(wider, tf.distribute.get_strategy())
+
+
+def test_label_smoothing_loss_matches_numpy():
+    """The smoothed loss is the cross-entropy against (1 − ε)·onehot + ε/K, per example and
+    averaged; ε = 0 is Keras' sparse cross-entropy."""
+    from relperf_tf.app.losses import make_loss
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(6, 5)).astype("float32")
+    labels = np.array([0, 4, 2, 2, 1, 3])
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = 0.8 * np.eye(5)[labels] + 0.2 / 5
+    want = -(targets * log_p).sum(-1)
+    per_example = make_loss(0.2, reduction=None)(labels, logits)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(per_example), want, rtol=1e-5)
+    np.testing.assert_allclose(float(make_loss(0.2)(labels, logits)), want.mean(), rtol=1e-5)
+    plain = -log_p[np.arange(6), labels].mean()
+    np.testing.assert_allclose(float(make_loss(0.0)(labels, logits)), plain, rtol=1e-5)
+    config = training.resolve_config("Performer", "mnist", label_smoothing=0.1, **TINY)
+    model = training.build_compiled_model(config, tf.distribute.get_strategy())
+    assert model.loss.label_smoothing == 0.1
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            dict(label_smoothing=1.0),
+            r"flag --label_smoothing=1.0 is not allowed; use a number in \[0",
+        ),
+        (dict(label_smoothing=-0.1), "flag --label_smoothing=-0.1 is not allowed"),
+        (dict(augment_flip=True, layout="sequence"), "flag --augment_flip=True is not allowed"),
+    ],
+)
+def test_bad_augmentation_and_smoothing_settings_name_the_flag(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        training.resolve_config("Performer", "mnist", **overrides)

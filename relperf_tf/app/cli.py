@@ -48,6 +48,8 @@ RUN_FLAGS = (
     "warmup",
     "schedule",
     "augment_shift",
+    "augment_flip",
+    "label_smoothing",
 )
 # Flags of releases before `--feature_map`, still read: --kernel=relu, --no_projection.
 LEGACY_FLAGS = ("kernel", "no_projection")
@@ -189,7 +191,7 @@ def reject_positional(argv):
 
 
 # --help groups a command's flags by what they set (settings not listed: the model group).
-DATA_FLAGS = ("dataset", "data_dir", "layout", "augment_shift")
+DATA_FLAGS = ("dataset", "data_dir", "layout", "augment_shift", "augment_flip")
 POSITION_FLAGS = ("pos_scales", "position_kernel", "locality", "content_rel_attn", "clipping_dist")
 FAVOR_FLAGS = ("nb_features", "feature_map", "feature_redraw_interval", *LEGACY_FLAGS)
 MODEL_FLAGS = ("model",)

@@ -227,6 +227,7 @@ def _pipeline(
     shuffle_seed=None,
     layout="image",
     augment_shift=0,
+    augment_flip=False,
 ):
     data = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     data = data.map(
@@ -236,6 +237,9 @@ def _pipeline(
     if shuffle_seed is not None:
         data = data.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
+    if augment_flip:
+        flip = random_flip(embedding_type, None if shuffle_seed is None else shuffle_seed + 1)
+        data = data.map(lambda images, labels: (flip(images), labels))
     if augment_shift:
         translate = random_translation(dataset, embedding_type, augment_shift, shuffle_seed)
         data = data.map(lambda images, labels: (translate(images), labels))
@@ -262,6 +266,21 @@ def random_translation(dataset, embedding_type, pixels, seed=None):
         fill_value=0.0 if embedding_type == "lookup" else background,
         seed=seed,
     )
+    return _on_model_inputs(layer, embedding_type)
+
+
+def random_flip(embedding_type, seed=None):
+    """Batches of model inputs `[b, H, W, C]` → each mirrored left–right with probability ½:
+    label-preserving for Fashion-MNIST's garments and shoes, and not a translation. Keras'
+    `RandomFlip` (tf.data-safe)."""
+    import keras
+
+    return _on_model_inputs(keras.layers.RandomFlip("horizontal", seed=seed), embedding_type)
+
+
+def _on_model_inputs(layer, embedding_type):
+    """A random image layer applied in training mode to batches of model inputs (the `lookup`
+    embedding's uint8 values go through float32 and back)."""
     if embedding_type == "lookup":
         return lambda images: tf.cast(
             layer(tf.cast(images, tf.float32), training=True), images.dtype
@@ -278,9 +297,11 @@ def load(
     validation_size=VALIDATION_SIZE,
     layout="image",
     augment_shift=0,
+    augment_flip=False,
 ):
     """Train/validation/test `tf.data` pipelines of (images, labels) batches (`preprocess`);
-    `augment_shift` > 0 translates the training batches at random (`random_translation`)."""
+    `augment_flip` mirrors training images at random (`random_flip`), and `augment_shift` > 0
+    translates them (`random_translation`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is not allowed; use an integer >= 1.")
     builder = prepare(dataset, data_dir)
@@ -289,7 +310,15 @@ def load(
     validation_split = f"train[-{validation_size}:]"
     return Splits(
         train=_pipeline(
-            dataset, train_split, builder, embedding_type, batch_size, seed, layout, augment_shift
+            dataset,
+            train_split,
+            builder,
+            embedding_type,
+            batch_size,
+            seed,
+            layout,
+            augment_shift,
+            augment_flip,
         ),
         validation=_pipeline(
             dataset, validation_split, builder, embedding_type, batch_size, layout=layout

@@ -44,6 +44,7 @@ import tensorflow as tf
 
 from relperf_tf.app.callbacks import BestCheckpoint, Interrupted, MetricsCSVLogger, StopOnSignal
 from relperf_tf.app.errors import TrainingDivergedError
+from relperf_tf.app.losses import make_loss
 from relperf_tf.app.run_context import finish_run, open_run
 from relperf_tf.app.run_directory import claim_run_dir, plan_run_dir
 from relperf_tf.app.run_setup import build_compiled_model, load_splits
@@ -242,12 +243,12 @@ def distribute_train(strategy, dataset, global_batch, skip_batches):
 class Loop:
     """One step and one evaluation pass under the strategy (same on every worker)."""
 
-    def __init__(self, strategy, cluster, model, global_batch, jit_compile):
+    def __init__(self, strategy, cluster, model, global_batch, jit_compile, label_smoothing=0.0):
         self.strategy, self.cluster, self.model = strategy, cluster, model
         self.optimizer = model.optimizer
         self.global_batch = global_batch
         self.clipnorm = self.optimizer.global_clipnorm
-        self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+        self.loss = make_loss(label_smoothing, reduction=None)
         self.gradients = tf.function(self._gradients, jit_compile=jit_compile)
         self.predict = tf.function(self._predict, jit_compile=jit_compile)
         self.step = tf.function(self._step)
@@ -424,7 +425,14 @@ class WorkerRun:
                 "checkpoint)",
             )[0]
         manager = tf.train.CheckpointManager(checkpoint, context.backup_dir, max_to_keep=2)
-        loop = Loop(context.strategy, cluster, model, config.batch_size, config.jit_compile)
+        loop = Loop(
+            context.strategy,
+            cluster,
+            model,
+            config.batch_size,
+            config.jit_compile,
+            config.label_smoothing,
+        )
         return cls(context, cluster, loop, epoch_var, manager, start_epoch, chief_dir)
 
     def fit(self):

@@ -93,6 +93,10 @@ class RunSettings:
         augment_shift: random translation of every training image by up to this many pixels
             along each axis, background filled in (0: none; image layout only): what a
             practitioner tries for shift robustness instead of relative positions.
+        augment_flip: mirror every training image left–right with probability ½ (image layout
+            only): label-preserving for Fashion-MNIST, and not a translation.
+        label_smoothing: train against (1 − ε)·onehot + ε/classes instead of the one-hot labels
+            (0: none; 0 ≤ ε < 1).
         epochs: maximum epochs.
         patience: early-stopping patience on validation accuracy.
         steps_per_epoch: cap on training steps per epoch (quick runs).
@@ -121,6 +125,8 @@ class RunSettings:
     warmup: int = 0
     schedule: str = "constant"
     augment_shift: int = 0
+    augment_flip: bool = False
+    label_smoothing: float = 0.0
     epochs: int = 100
     patience: int = 20
     steps_per_epoch: typing.Optional[int] = None
@@ -251,6 +257,13 @@ def _check_run_settings(config):
             "layout='image' or augment_shift=0.",
             ["augment_shift", "layout"],
         )
+    if config.augment_flip and config.layout != "image":
+        raise settings.InvalidSetting(
+            "augment_flip=True is not allowed with layout='sequence'; use layout='image' or "
+            "augment_flip=False.",
+            ["augment_flip", "layout"],
+        )
+    settings.check_number("label_smoothing", config.label_smoothing, 0.0, 1.0)
     settings.check_number("learning_rate", config.learning_rate, 0.0, exclusive_minimum=True)
     if config.init_from is not None:
         init_weights_path(config.init_from)

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from relperf_tf.app import data as data_lib
 from relperf_tf.app import direct_steps
+from relperf_tf.app.losses import make_loss
 from relperf_tf.app.run_config import STRATEGIES, build_run_model, init_weights_path
 from relperf_tf.schedules import WarmupSchedule
 
@@ -62,7 +63,7 @@ def compile_model(model, config):
         optimizer=make_optimizer(
             config.learning_rate, config.schedule, config.warmup, total_steps(config)
         ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=make_loss(config.label_smoothing),
         metrics=["accuracy"],
         jit_compile=config.jit_compile,
     )
@@ -80,6 +81,7 @@ def load_splits(config, embedding_type=None):
         config.data_dir,
         layout=config.layout,
         augment_shift=config.augment_shift,
+        augment_flip=config.augment_flip,
     )
 
 
