@@ -13,8 +13,9 @@ import keras
 
 PRESETS = {
     "performer_fashion_mnist": (
-        "Performer (absolute learnable sinusoids), dim 32, depth 3, 8 heads, m 16, Fashion-MNIST "
-        "on a 32×32 canvas; test accuracy 0.7988: the baseline that collapses when objects move."
+        "Performer (absolute learnable sinusoids), dim 64, depth 4, 8 heads, m 16, Fashion-MNIST "
+        "on a 32×32 canvas, the relative models' recipe; test accuracy 0.8512: the baseline that "
+        "collapses when objects move."
     ),
     "relative_performer_circular_fashion_mnist": (
         "RelativePerformer with the circular exact positional factor, dim 64, depth 4, 8 heads, "
