@@ -29,6 +29,7 @@ RUN = [
     "--epochs=3",
     "--steps_per_epoch=6",
     "--seed=3",
+    "--ema_momentum=0.5",  # its average must survive the kill too, and match fit's
     "--exp_name=mw",
     "--noprogress_bar",
 ]

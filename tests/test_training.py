@@ -1,6 +1,7 @@
 """Training library: schedules, optimizer, config resolution, resumable callbacks, NaN."""
 
 import csv
+import dataclasses
 import json
 
 import keras
@@ -249,3 +250,61 @@ def test_label_smoothing_loss_matches_numpy():
 def test_bad_augmentation_and_smoothing_settings_name_the_flag(overrides, message):
     with pytest.raises(ValueError, match=message):
         training.resolve_config("Performer", "mnist", **overrides)
+
+
+def test_ema_momentum_validates_checkpoints_and_keeps_the_moving_average():
+    """With --ema_momentum μ the optimizer keeps w̄ ← μ·w̄ + (1 − μ)·w after every step (w̄ = w
+    after the first); at each epoch's end the model holds w̄ (what is validated and what
+    BestCheckpoint saves), the next epoch trains on from the trained weights, and fit ends on w̄."""
+    mu = 0.6
+    config = training.resolve_config(
+        "NoposPerformer", "mnist", ema_momentum=mu, learning_rate=1e-2, seed=0, **TINY
+    )
+    model = training.build_compiled_model(config, tf.distribute.get_strategy())
+    rng = np.random.default_rng(2)
+    images = rng.random((24, 32, 32, 1)).astype("float32")
+    labels = np.arange(24) % 10
+
+    def trainable():
+        return [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+
+    steps, at_epoch_end, at_epoch_begin = [], [], []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: steps.append(trainable()),
+        on_epoch_end=lambda epoch, logs: at_epoch_end.append(trainable()),
+        on_epoch_begin=lambda epoch, logs: at_epoch_begin.append(trainable()),
+    )
+    history = model.fit(
+        images,
+        labels,
+        batch_size=8,
+        epochs=2,
+        validation_data=(images[:8], labels[:8]),
+        callbacks=[*training.ema_callbacks(config), record],
+        verbose=0,
+    )
+    averages = [steps[0]]
+    for weights in steps[1:]:
+        averages.append([mu * a + (1 - mu) * w for a, w in zip(averages[-1], weights)])
+
+    def close(got, want):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+    assert len(steps) == 6
+    close(at_epoch_end[0], averages[2])
+    close(at_epoch_begin[1], steps[2])  # swapped back: training goes on from w, not w̄
+    close(at_epoch_end[1], averages[5])
+    close(trainable(), averages[5])
+    assert not np.allclose(averages[5][0], steps[5][0])
+    check = training.build_compiled_model(config, tf.distribute.get_strategy())
+    check.set_weights(model.get_weights())
+    val_loss = check.evaluate(images[:8], labels[:8], verbose=0)[0]
+    assert history.history["val_loss"][1] == pytest.approx(val_loss, rel=1e-5)
+    assert not training.ema_callbacks(dataclasses.replace(config, ema_momentum=0.0))
+
+
+@pytest.mark.parametrize("value", [1.0, -0.5])
+def test_bad_ema_momentum_names_the_flag(value):
+    with pytest.raises(ValueError, match=rf"flag --ema_momentum={value} is not allowed; use a"):
+        training.resolve_config("Performer", "mnist", ema_momentum=value)

@@ -50,6 +50,7 @@ RUN_FLAGS = (
     "augment_shift",
     "augment_flip",
     "label_smoothing",
+    "ema_momentum",
 )
 # Flags of releases before `--feature_map`, still read: --kernel=relu, --no_projection.
 LEGACY_FLAGS = ("kernel", "no_projection")

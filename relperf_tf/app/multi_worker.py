@@ -47,7 +47,7 @@ from relperf_tf.app.errors import TrainingDivergedError
 from relperf_tf.app.losses import make_loss
 from relperf_tf.app.run_context import finish_run, open_run
 from relperf_tf.app.run_directory import claim_run_dir, plan_run_dir
-from relperf_tf.app.run_setup import build_compiled_model, load_splits
+from relperf_tf.app.run_setup import build_compiled_model, ema_callbacks, load_splits
 
 TF_CONFIG_EXAMPLE = (
     '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
@@ -448,7 +448,9 @@ class WorkerRun:
         )
         history = MetricsCSVLogger(context.path("metrics.csv"), initial_epoch=self.start_epoch)
         best = BestCheckpoint(context.best_path, history, config.patience)
-        callbacks = keras.callbacks.CallbackList([history, best], model=context.model)
+        callbacks = keras.callbacks.CallbackList(
+            [*ema_callbacks(config), history, best], model=context.model, epochs=config.epochs
+        )
         writers = {
             name: tf.summary.create_file_writer(context.path(os.path.join("tensorboard", name)))
             for name in ("train", "validation")
@@ -457,7 +459,8 @@ class WorkerRun:
         callbacks.on_train_begin()
         with stop_on_signal:
             for epoch in range(self.start_epoch, config.epochs):
-                logs = self._train_epoch(epoch, steps, iterator, stop_on_signal)
+                callbacks.on_epoch_begin(epoch)
+                logs = self._train_epoch(epoch, steps, iterator, stop_on_signal, callbacks)
                 self.epoch_var.assign(epoch + 1)
                 # First, as BackupAndRestore: a metrics row implies its backup.
                 self.manager.save(checkpoint_number=epoch + 1)
@@ -472,7 +475,7 @@ class WorkerRun:
             _all_reduce(context.strategy, [0.0])  # every worker finishes together
         return dict(result, weights_sha256=weights_digest(context.model))
 
-    def _train_epoch(self, epoch, steps, iterator, stop_on_signal):
+    def _train_epoch(self, epoch, steps, iterator, stop_on_signal, callbacks):
         """One epoch's steps and validation; returns the epoch's logs."""
         config, chief = self.context.config, self.cluster.is_chief
         totals = np.zeros(3)
@@ -497,7 +500,9 @@ class WorkerRun:
             progress.update(
                 step + 1, [("loss", sums[0] / sums[2]), ("accuracy", sums[1] / sums[2])]
             )
+        callbacks.on_test_begin()  # the moving average's weights, with --ema_momentum
         val_loss, val_accuracy = self.loop.evaluate(self.context.splits.validation)
+        callbacks.on_test_end()
         optimizer = self.context.model.optimizer
         return dict(
             loss=totals[0] / totals[2],

@@ -97,6 +97,9 @@ class RunSettings:
             only): label-preserving for Fashion-MNIST, and not a translation.
         label_smoothing: train against (1 − ε)·onehot + ε/classes instead of the one-hot labels
             (0: none; 0 ≤ ε < 1).
+        ema_momentum: validate, checkpoint and test the exponential moving average of the
+            weights, updated after every step with this momentum (0: off; 0 ≤ μ < 1; 0.999
+            averages about the last 1 000 steps).
         epochs: maximum epochs.
         patience: early-stopping patience on validation accuracy.
         steps_per_epoch: cap on training steps per epoch (quick runs).
@@ -127,6 +130,7 @@ class RunSettings:
     augment_shift: int = 0
     augment_flip: bool = False
     label_smoothing: float = 0.0
+    ema_momentum: float = 0.0
     epochs: int = 100
     patience: int = 20
     steps_per_epoch: typing.Optional[int] = None
@@ -264,6 +268,7 @@ def _check_run_settings(config):
             ["augment_flip", "layout"],
         )
     settings.check_number("label_smoothing", config.label_smoothing, 0.0, 1.0)
+    settings.check_number("ema_momentum", config.ema_momentum, 0.0, 1.0)
     settings.check_number("learning_rate", config.learning_rate, 0.0, exclusive_minimum=True)
     if config.init_from is not None:
         init_weights_path(config.init_from)

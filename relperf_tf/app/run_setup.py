@@ -41,14 +41,27 @@ def make_strategy(name, cpu_replicas=1):
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(learning_rate=1e-3, schedule="constant", warmup=0, total_steps=None):
-    """Adam(β₁ 0.9, β₂ 0.98) with global gradient-norm clipping at 0.5."""
+def make_optimizer(
+    learning_rate=1e-3, schedule="constant", warmup=0, total_steps=None, ema_momentum=0.0
+):
+    """Adam(β₁ 0.9, β₂ 0.98) with global gradient-norm clipping at 0.5; with `ema_momentum`
+    μ > 0 it also keeps the weights' moving average w̄ ← μ·w̄ + (1 − μ)·w after every step."""
     return keras.optimizers.Adam(
         learning_rate=WarmupSchedule(learning_rate, schedule, warmup, total_steps),
         beta_1=0.9,
         beta_2=0.98,
         global_clipnorm=0.5,
+        use_ema=ema_momentum > 0,
+        ema_momentum=ema_momentum or 0.99,  # Keras' default, unused without EMA
     )
+
+
+def ema_callbacks(config):
+    """`[SwapEMAWeights]` when the run averages its weights: validation, `best.keras` and the
+    test see the average (place it after the backup, which keeps the trained weights)."""
+    if not config.ema_momentum:
+        return []
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
 
 
 def total_steps(config):
@@ -61,7 +74,11 @@ def total_steps(config):
 def compile_model(model, config):
     model.compile(
         optimizer=make_optimizer(
-            config.learning_rate, config.schedule, config.warmup, total_steps(config)
+            config.learning_rate,
+            config.schedule,
+            config.warmup,
+            total_steps(config),
+            config.ema_momentum,
         ),
         loss=make_loss(config.label_smoothing),
         metrics=["accuracy"],

@@ -40,6 +40,7 @@ from relperf_tf.app.run_directory import claim_run_dir, next_version, plan_run_d
 from relperf_tf.app.run_setup import (
     build_compiled_model,
     compile_model,
+    ema_callbacks,
     load_splits,
     make_optimizer,
     make_strategy,
@@ -60,6 +61,7 @@ __all__ = [
     "check_run",
     "claim_run_dir",
     "compile_model",
+    "ema_callbacks",
     "load_splits",
     "make_optimizer",
     "make_strategy",
@@ -124,6 +126,7 @@ def _fit(context):
     callbacks = [
         # Two backups: a kill while one is written leaves the other loadable.
         keras.callbacks.BackupAndRestore(context.backup_dir, double_checkpoint=True),
+        *ema_callbacks(config),  # after the backup: it saves the trained weights
         guard,
         history,
         best,

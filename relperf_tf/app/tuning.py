@@ -241,7 +241,8 @@ def search(
         tuner.search(
             epochs=max_epochs,
             steps_per_epoch=base_config.steps_per_epoch,
-            callbacks=[stop, stop_on_signal],
+            # The moving average (--ema_momentum) is what is validated and kept.
+            callbacks=[*training.ema_callbacks(base_config), stop, stop_on_signal],
             verbose=base_config.verbose,
         )
         stop_on_signal.check()  # a signal after the last batch: nothing is written yet
