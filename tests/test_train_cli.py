@@ -225,17 +225,23 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill(tmp_path, fashion_mnist_dir):
+@pytest.mark.parametrize("extra", [[], ["--ema_momentum=0.9"]], ids=["plain", "ema"])
+def test_resume_after_sigkill(tmp_path, fashion_mnist_dir, extra):
+    """Also with weight averaging, whose epoch-end swap sits beside the backup in `fit`."""
     log_dir = str(tmp_path / "logs")
-    args = [
-        "--model=NoposPerformer",
-        "--dataset=fashion_mnist",
-        f"--log_dir={log_dir}",
-        f"--data_dir={fashion_mnist_dir}",
-        "--epochs=4",
-        "--steps_per_epoch=40",
-        "--version=run",
-    ] + QUICK
+    args = (
+        [
+            "--model=NoposPerformer",
+            "--dataset=fashion_mnist",
+            f"--log_dir={log_dir}",
+            f"--data_dir={fashion_mnist_dir}",
+            "--epochs=4",
+            "--steps_per_epoch=40",
+            "--version=run",
+        ]
+        + QUICK
+        + extra
+    )
     process = subprocess.Popen(
         [sys.executable, SCRIPT] + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -258,6 +264,8 @@ def test_resume_after_sigkill(tmp_path, fashion_mnist_dir):
     assert [row["epoch"] for row in after] == ["0", "1", "2", "3"]
     assert after[: len(before)] == before  # finished epochs were not redone
     assert os.path.exists(os.path.join(run_dir, "test_metrics.json"))
+    hparams = json.load(open(os.path.join(run_dir, "hparams.json")))
+    assert hparams["ema_momentum"] == (0.9 if extra else 0.0)
 
 
 @pytest.mark.slow
