@@ -536,9 +536,10 @@ def fashion_mnist_activations(data_dir=None, images=8):
     raw, _ = data_lib.raw_test_images("fashion_mnist", data_dir)
     x = data_lib.preprocess(raw[:images], "fashion_mnist", "linear")
     model = build_model("Performer", image_shape=(32, 32, 1), num_classes=10, seed=0)
-    # The first block's input, read through the functional graph.
-    tokens = keras.Model(model.inputs, model.class_token.output)(x)
-    block = model.blocks[0]
+    backbone = model.backbone
+    pixels = np.reshape(x, (x.shape[0], -1, backbone.channels))  # [b, H·W, C], row-major
+    tokens, _ = backbone.embed(pixels)  # the first block's input
+    block = backbone.blocks[0]
     hidden = block._attention_norm(tokens)
     attention = block.attention
     return tuple(

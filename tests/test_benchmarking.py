@@ -308,3 +308,14 @@ def test_profile_summary_counts_each_kernels_own_time():
     assert profile_step.kernel_name("gradient_tape/block_0/MatMul_1:BatchMatMulV2") == (
         "BatchMatMulV2"
     )
+
+
+def test_fashion_mnist_activations_feed_the_approximation_table(fashion_mnist_dir):
+    # The benchmark's default --approximation reads the reference Performer's first block.
+    query, key, value = benchmarking.fashion_mnist_activations(fashion_mnist_dir, images=2)
+    assert query.shape == key.shape == value.shape
+    assert query.shape[0] == 2 and query.shape[2] == 32 * 32 + 1  # pixels + class token
+    assert all(np.isfinite(x).all() for x in (query, key, value))
+    rows = benchmarking.approximation_errors(query, key, value, features=(8, 512), draws=2)
+    assert [row["nb_features"] for row in rows] == [8, 512]
+    assert 0 < rows[1]["relative_error"] < rows[0]["relative_error"]

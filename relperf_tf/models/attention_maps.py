@@ -70,10 +70,7 @@ def attention_maps(backbone, pixels, query="class"):
         where the backbone has one); each row sums to 1.
     """
     index = token_index(backbone, query)
-    x = backbone.embedding(ops.expand_dims(ops.convert_to_tensor(pixels, "float32"), 2))
-    x, positions = backbone.strategy.apply(backbone, x)
-    if backbone.class_token_layer is not None:
-        x = backbone.class_token_layer(x)
+    x, positions = backbone.embed(ops.convert_to_tensor(pixels, "float32"))
     maps = {}
     for block in backbone.blocks:
         scores = block.attention_scores(x, positions)  # [b, h, T, S]

@@ -176,10 +176,7 @@ class PerformerBackbone(EarlyAttributes, keras.Model):
         Returns:
             `[batch, N (+1), dim]` features (`[batch, 1, dim]` with query_index).
         """
-        x = self.embedding(ops.expand_dims(pixels, 2))  # [b, N, dim]: one pixel per token
-        x, positions = self.strategy.apply(self, x)
-        if self.class_token_layer is not None:
-            x = self.class_token_layer(x)
+        x, positions = self.embed(pixels)
         extra = {}
         if padding_mask is not None:
             extra["mask"] = padding_mask
@@ -189,6 +186,15 @@ class PerformerBackbone(EarlyAttributes, keras.Model):
             last = index == self.depth - 1 and query_index is not None
             x = block(x, positions, query_index=query_index if last else None, **extra)
         return x
+
+    def embed(self, pixels):
+        """The first block's input: `pixels` `[batch, N, C]` → (tokens `[batch, N (+1), dim]`,
+        the positions the blocks take), i.e. embedding, position strategy, class token."""
+        x = self.embedding(ops.expand_dims(pixels, 2))  # [b, N, dim]: one pixel per token
+        x, positions = self.strategy.apply(self, x)
+        if self.class_token_layer is not None:
+            x = self.class_token_layer(x)
+        return x, positions
 
     def class_token_index(self):
         """Where the class token sits in the features (0 or -1); None without one."""
