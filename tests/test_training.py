@@ -197,6 +197,50 @@ def test_init_from_starts_a_circular_run_from_an_exact_runs_weights(tmp_path):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want.numpy())
 
 
+def test_init_from_deepens_a_shallower_run_into_identity_blocks(tmp_path):
+    """`--init_from` a run with fewer blocks: its blocks keep their order (the last stays
+    last), each added block starts as the identity, so the deeper model predicts the same."""
+    images = np.random.default_rng(4).random((8, 32, 32, 1)).astype("float32")
+    source = training.build_compiled_model(
+        training.resolve_config(
+            "RelativePerformer", "mnist", position_kernel="exact", seed=1, **dict(TINY, depth=2)
+        ),
+        tf.distribute.get_strategy(),
+    )
+    path = str(tmp_path / "source.keras")
+    source.save(path)
+    deeper = training.build_compiled_model(
+        training.resolve_config(
+            "RelativePerformer",
+            "mnist",
+            position_kernel="exact",
+            seed=2,
+            init_from=path,
+            **dict(TINY, depth=3),
+        ),
+        tf.distribute.get_strategy(),
+    )
+    np.testing.assert_allclose(
+        deeper.predict(images, verbose=0), source.predict(images, verbose=0), atol=1e-6
+    )
+    weights = {w.path: keras.ops.convert_to_numpy(w) for w in deeper.weights}
+    for w in source.weights:
+        moved = w.path.replace("block_1/", "block_2/")
+        np.testing.assert_array_equal(weights[moved], w.numpy())
+    for name in ("attention/output/kernel", "attention/output/bias", "ff_output/kernel"):
+        assert not np.any(weights[f"block_1/{name}"]), name
+    assert np.any(weights["block_1/attention/query/kernel"])  # fresh, not zeroed
+    too_deep = training.resolve_config(
+        "RelativePerformer",
+        "mnist",
+        position_kernel="exact",
+        init_from=path,
+        **dict(TINY, depth=4),
+    )
+    with pytest.raises(ValueError, match=r"--init_from=.*at most 3, not 4; use --depth <= 3"):
+        training.build_compiled_model(too_deep, tf.distribute.get_strategy())
+
+
 def test_init_from_rejects_a_missing_source_and_another_model(tmp_path):
     with pytest.raises(ValueError, match=r"--init_from='nowhere' is not allowed.*\.keras file"):
         training.resolve_config("Performer", "mnist", init_from="nowhere")

@@ -84,8 +84,10 @@ class RunSettings:
         resume: continue an interrupted run (same version).
         init_from: warm start: the weights of another run's best model (its run directory) or
             of a `.keras` file, for a model of the same shapes (`position_kernel` may differ:
-            `exact` and `circular` share their weights); the optimizer and schedule start
-            afresh. A `--resume` backup takes precedence.
+            `exact` and `circular` share their weights) or with fewer blocks (a larger
+            `depth`, up to 2·source − 1: the source's blocks keep their order and each added
+            block starts as the identity); the optimizer and schedule start afresh. A
+            `--resume` backup takes precedence.
         batch_size: global batch size.
         learning_rate: peak learning rate.
         warmup: linear warm-up steps.

@@ -1,5 +1,7 @@
 """What a run trains with: distribution strategy, optimizer, the compiled model, the data."""
 
+import re
+
 import keras
 import tensorflow as tf
 
@@ -115,23 +117,93 @@ def build_compiled_model(config, strategy, image_shape=None):
 def warm_start(model, source):
     """Sets every variable of `model` (FAVOR+ draws included) to `--init_from`'s, in order;
     raises ValueError naming the flag when the two models' variables differ in number or
-    shape (Keras' own `load_weights` would keep fresh weights for what it cannot match)."""
+    shape (Keras' own `load_weights` would keep fresh weights for what it cannot match).
+
+    A source with fewer transformer blocks deepens into `model` (`deepened_weights`): the
+    warm-started model computes what the source did, and its added blocks learn from there.
+    """
     path = init_weights_path(source)
     try:
-        weights = [
-            w.numpy() for w in keras.models.load_model(path, compile=False, safe_mode=True).weights
-        ]
+        loaded = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # zip, HDF5 and deserialisation errors alike
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise ValueError(
             f"flag --init_from={source!r}: {path} cannot be loaded ({reason})."
         ) from None
+    weights = [w.numpy() for w in loaded.weights]
+    source_depth, depth = block_count(loaded.weights), block_count(model.weights)
+    if 0 < source_depth < depth:
+        weights = deepened_weights(model, loaded, source)
     shapes = [tuple(w.shape) for w in model.weights]
     if [w.shape for w in weights] != shapes:
         raise ValueError(
             f"flag --init_from={source!r}: {path} does not fit this model ({len(weights)} "
             f"variables, this model {len(shapes)} or other shapes); use a run of the same model, "
-            "dim, depth, heads and features."
+            "dim, heads and features, and a depth no larger than this one's."
         )
     for variable, value in zip(model.weights, weights):
         variable.assign(value)
+
+
+# The variables whose zeros make a pre-LN `TransformerBlock` the identity: x + 0, then x + 0.
+_BLOCK_OUTPUTS = ("attention/output/", "ff_output/")
+
+
+def block_count(variables):
+    """How many `block_<i>/` transformer blocks `variables` (paths) belong to."""
+    return len(
+        {
+            v.path.split("/")[0]
+            for v in variables
+            if re.fullmatch(r"block_\d+", v.path.split("/")[0])
+        }
+    )
+
+
+def block_sources(source_depth, depth):
+    """Where a deepened model's blocks come from: `[source block or None]` per block.
+
+    Each of the first `depth - source_depth` source blocks is followed by a new block (None),
+    so the source's order is kept and its last block stays last (it reads the class token).
+    """
+    added = depth - source_depth
+    sources = []
+    for index in range(source_depth):
+        sources.append(index)
+        if index < added:
+            sources.append(None)
+    return sources
+
+
+def deepened_weights(model, loaded, source):
+    """`model`'s variables (in order) from a shallower `loaded` model of the same family: the
+    source's blocks where `block_sources` puts them, every other variable by its path, and
+    the added blocks their own fresh initialisation (FAVOR+ draws included) with the
+    attention and feed-forward output projections zeroed, so each starts as the identity."""
+    source_depth, depth = block_count(loaded.weights), block_count(model.weights)
+    if depth - source_depth > source_depth - 1:
+        raise ValueError(
+            f"flag --init_from={source!r}: a warm start can deepen a model of {source_depth} "
+            f"blocks to at most {2 * source_depth - 1}, not {depth}; use --depth <= "
+            f"{2 * source_depth - 1} or a deeper source."
+        )
+    by_path = {w.path: w.numpy() for w in loaded.weights}
+    sources = block_sources(source_depth, depth)
+    weights = []
+    for variable in model.weights:
+        head, _, rest = variable.path.partition("/")
+        if re.fullmatch(r"block_\d+", head):
+            origin = sources[int(head[len("block_") :])]
+            if origin is None:
+                value = keras.ops.convert_to_numpy(variable)
+                if rest.startswith(_BLOCK_OUTPUTS):
+                    value = value * 0
+                weights.append(value)
+                continue
+            path = f"block_{origin}/{rest}"
+        else:
+            path = variable.path
+        if path not in by_path:
+            return [w.numpy() for w in loaded.weights]  # not this family: the shape check says so
+        weights.append(by_path[path])
+    return weights
