@@ -130,10 +130,10 @@ def warm_start(model, source):
         raise ValueError(
             f"flag --init_from={source!r}: {path} cannot be loaded ({reason})."
         ) from None
-    weights = [w.numpy() for w in loaded.weights]
-    source_depth, depth = block_count(loaded.weights), block_count(model.weights)
-    if 0 < source_depth < depth:
+    if 0 < block_count(loaded.weights) < block_count(model.weights):
         weights = deepened_weights(model, loaded, source)
+    else:
+        weights = [w.numpy() for w in loaded.weights]
     shapes = [tuple(w.shape) for w in model.weights]
     if [w.shape for w in weights] != shapes:
         raise ValueError(
@@ -151,13 +151,8 @@ _BLOCK_OUTPUTS = ("attention/output/", "ff_output/")
 
 def block_count(variables):
     """How many `block_<i>/` transformer blocks `variables` (paths) belong to."""
-    return len(
-        {
-            v.path.split("/")[0]
-            for v in variables
-            if re.fullmatch(r"block_\d+", v.path.split("/")[0])
-        }
-    )
+    heads = {v.path.split("/")[0] for v in variables}
+    return sum(1 for head in heads if re.fullmatch(r"block_\d+", head))
 
 
 def block_sources(source_depth, depth):
