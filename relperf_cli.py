@@ -34,7 +34,17 @@ import sys
 import tempfile
 
 TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
-COMMANDS = ("train", "evaluate", "shift", "export", "predict", "tune", "sequence_shift", "inspect")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "shift",
+    "export",
+    "predict",
+    "tune",
+    "sequence_shift",
+    "inspect",
+    "prepare",
+)
 # Commands whose module has another name (a module named `inspect` would shadow the standard
 # library's for scripts run from its folder).
 MODULES = {"inspect": "inspect_model"}
@@ -92,7 +102,7 @@ def start_tensorflow_quietly():
             sys.stderr.flush()
 
 
-def prepare():
+def set_up_process():
     """A command's process set-up, before anything imports TensorFlow."""
     restart_with_tuned_malloc()
     start_tensorflow_quietly()
@@ -100,7 +110,7 @@ def prepare():
 
 def main(name):
     """Sets the process up and runs the command `name` (one of `COMMANDS`)."""
-    prepare()
+    set_up_process()
     importlib.import_module(f"relperf_tf.app.commands.{MODULES.get(name, name)}").run()
 
 
@@ -135,6 +145,10 @@ def sequence_shift():
 
 def inspect():
     main("inspect")
+
+
+def prepare():
+    main("prepare")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ requirements = [
 # The commands of relperf_cli.py (read, not imported: setup.py runs before its dependencies exist).
 COMMANDS = ast.literal_eval(
     re.search(
-        r"^COMMANDS = (\(.*?\))$", Path(__file__).with_name("relperf_cli.py").read_text(), re.M
+        r"^COMMANDS = (\(.*?\))$",
+        Path(__file__).with_name("relperf_cli.py").read_text(),
+        re.M | re.S,
     ).group(1)
 )
 

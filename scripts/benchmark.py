@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import relperf_cli  # noqa: E402
 
 if __name__ == "__main__":
-    relperf_cli.prepare()
+    relperf_cli.set_up_process()
     from benchmarks.command import run
 
     run()

@@ -82,11 +82,10 @@ def test_preprocess_resizes_bilinearly_and_scales():
     )
 
 
-@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
-def test_missing_data_gives_an_actionable_error(monkeypatch, tmp_path, dataset):
+def test_missing_data_gives_an_actionable_error(monkeypatch, tmp_path):
     monkeypatch.setattr(data.data_sources, "network_available", lambda: False)
     with pytest.raises(data.DataUnavailableError, match="--data_dir=DIR.*TFDS_DATA_DIR"):
-        data.load(dataset, 4, data_dir=str(tmp_path / "empty"))
+        data.load("cifar10", 4, data_dir=str(tmp_path / "empty"))
 
 
 def test_unknown_dataset():

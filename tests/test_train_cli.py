@@ -150,7 +150,17 @@ def test_installed_command_is_the_script(tmp_path, command):
     assert "cuda" not in result.stderr.lower() and "InitializeLog" not in result.stderr
 
 
-COMMANDS = ("train", "evaluate", "shift", "export", "predict", "tune", "sequence-shift", "inspect")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "shift",
+    "export",
+    "predict",
+    "tune",
+    "sequence-shift",
+    "inspect",
+    "prepare",
+)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

