@@ -105,7 +105,9 @@ def test_exact_factor_with_exact_kernel_is_strategy_one():
     grid = GridRelativeAttention(2, feature_map="exact")
     offsets = [encoding(relative_offsets(n)[..., None]) for n in (HEIGHT, WIDTH)]
     out = grid(inputs, positions=offsets)
-    strategy_one = RelativeFavorAttention(2, feature_map="exact")
+    strategy_one = RelativeFavorAttention(
+        2, feature_map="exact", position_kernel="favor", pos_scales=None
+    )
     positions = np.pad(np.array(encoding(grid_coordinates(HEIGHT, WIDTH))), ((1, 0), (0, 0)))
     strategy_one.build(inputs.shape, positions_shape=positions.shape)
     strategy_one.set_weights(grid.get_weights())
@@ -153,7 +155,14 @@ def test_strategy_one_with_favor_is_not_equivariant_for_a_fixed_draw():
     keras.utils.set_random_seed(0)
     encoding = LearnableSinusoidEncoding(3, 14.0)
     positions = np.pad(np.array(encoding(grid_coordinates(HEIGHT, WIDTH))), ((1, 0), (0, 0)))
-    layer = RelativeFavorAttention(2, nb_features=16, feature_redraw_interval=0, eps=0.0)
+    layer = RelativeFavorAttention(
+        2,
+        nb_features=16,
+        feature_redraw_interval=0,
+        eps=0.0,
+        position_kernel="favor",
+        pos_scales=None,
+    )
     weights = pair_weights_at(layer, lambda tokens: positions, PLACEMENTS, OFFSET)
     spread = np.abs(weights / weights[0] - 1.0).max()
     print(f"strategy 1 with FAVOR+ (m = 16): weights at one offset differ by up to {spread:.1%}")

@@ -36,7 +36,13 @@ def test_relative_query_key_products_depend_only_on_differences():
     """Exact kernel (FAVOR+'s m → ∞ limit): output unchanged under a translation."""
     x, coords, encoding = setup()
     for content_rel_attn in (False, True):
-        layer = RelativeFavorAttention(2, content_rel_attn=content_rel_attn, feature_map="exact")
+        layer = RelativeFavorAttention(
+            2,
+            content_rel_attn=content_rel_attn,
+            feature_map="exact",
+            position_kernel="favor",
+            pos_scales=None,
+        )
         base = np.array(layer(x, positions=encoding(coords)))
         moved = np.array(layer(x, positions=encoding(coords + OFFSET)))
         np.testing.assert_allclose(moved, base, atol=1e-5)
@@ -60,7 +66,9 @@ def test_favor_features_are_equivariant_up_to_estimator_noise():
         deviation = []
         for seed in range(4):
             keras.utils.set_random_seed(0)  # same dense weights, α, β for every m
-            layer = RelativeFavorAttention(2, nb_features=m, eps=0.0, seed=seed)
+            layer = RelativeFavorAttention(
+                2, nb_features=m, eps=0.0, seed=seed, position_kernel="favor", pos_scales=None
+            )
             base = np.array(layer(x, positions=encoding(coords)))
             moved = np.array(layer(x, positions=encoding(coords + OFFSET)))
             deviation.append(np.abs(moved - base).mean())
@@ -72,7 +80,7 @@ def test_favor_features_are_equivariant_up_to_estimator_noise():
 def test_class_token_without_position_sees_positions_only_through_content():
     """Zero positional features: the token's query carries no positional part."""
     x, coords, encoding = setup()
-    layer = RelativeFavorAttention(2, feature_map="exact")
+    layer = RelativeFavorAttention(2, feature_map="exact", position_kernel="favor", pos_scales=None)
     positions = np.array(encoding(coords))
     positions[0] = 0.0
     moved = np.array(encoding(coords + OFFSET))
@@ -87,7 +95,12 @@ def test_relative_attention_layer(tmp_path, content_rel_attn):
     run_layer_test(
         tmp_path,
         lambda **kw: RelativeFavorAttention(
-            2, content_rel_attn=content_rel_attn, nb_features=8, **kw
+            2,
+            content_rel_attn=content_rel_attn,
+            nb_features=8,
+            position_kernel="favor",
+            pos_scales=None,
+            **kw,
         ),
         [x],
         (2, 12, 16),

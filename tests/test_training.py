@@ -227,7 +227,11 @@ def test_init_from_deepens_a_shallower_run_into_identity_blocks(tmp_path):
     for w in source.weights:
         moved = w.path.replace("block_1/", "block_2/")
         np.testing.assert_array_equal(weights[moved], w.numpy())
-    for name in ("attention/output/kernel", "attention/output/bias", "ff_output/kernel"):
+    for name in (
+        "attention/attention_output/kernel",
+        "attention/attention_output/bias",
+        "ff_output/kernel",
+    ):
         assert not np.any(weights[f"block_1/{name}"]), name
     assert np.any(weights["block_1/attention/query/kernel"])  # fresh, not zeroed
     too_deep = training.resolve_config(

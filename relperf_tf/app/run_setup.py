@@ -145,8 +145,10 @@ def warm_start(model, source):
         variable.assign(value)
 
 
-# The variables whose zeros make a pre-LN `TransformerBlock` the identity: x + 0, then x + 0.
-_BLOCK_OUTPUTS = ("attention/output/", "ff_output/")
+# The variables whose zeros make a pre-LN `TransformerBlock` the identity: x + 0, then x + 0
+# (the attention's output projection is `attention_output`, MultiHeadAttention's name; `output`
+# before relperf_tf 0.3).
+_BLOCK_OUTPUTS = ("attention/attention_output/", "attention/output/", "ff_output/")
 
 
 def block_count(variables):

@@ -25,7 +25,8 @@ def _chunks(x, chunk, padded_tokens, fill=0.0):
 
 
 def causal_linear_attention(query_features, keys, value, chunk_size=128, key_logits=False):
-    """Causal D⁻¹ φ(Q)(φ(K)ᵀV) with queries and keys in the same token order (T = S).
+    """Causal D⁻¹ φ(Q)(φ(K)ᵀV): query i attends to keys j <= i (any T and S, as
+    MultiHeadAttention's causal mask: queries past the last key see every key).
 
     Args:
         query_features: `[batch, heads, tokens, features]` φ(Q) (zero for padded queries).
@@ -38,9 +39,14 @@ def causal_linear_attention(query_features, keys, value, chunk_size=128, key_log
     Returns:
         `[batch, heads, tokens, dim_v]` (0 for a query with no valid key).
     """
-    tokens, dim_v = ops.shape(value)[2], value.shape[-1]
+    query_count, key_count = ops.shape(query_features)[2], ops.shape(value)[2]
+    dim_v = value.shape[-1]
     chunk = int(chunk_size)
-    padded = (tokens + chunk - 1) // chunk * chunk
+    longest = query_count if query_count is key_count else None
+    if longest is None:
+        static = isinstance(query_count, int) and isinstance(key_count, int)
+        longest = max(query_count, key_count) if static else ops.maximum(query_count, key_count)
+    padded = (longest + chunk - 1) // chunk * chunk
     value_and_ones = ops.concatenate([value, ops.ones_like(value[..., :1])], axis=-1)
     queries = _chunks(query_features, chunk, padded)  # [b, h, n, C, m]
     values = _chunks(value_and_ones, chunk, padded)  # [b, h, n, C, dv+1]
@@ -76,5 +82,6 @@ def causal_linear_attention(query_features, keys, value, chunk_size=128, key_log
     else:
         before = ops.einsum("bhkl,bhlmc->bhkmc", carry * earlier, states)
     out = out + ops.einsum("bhnim,bhnmc->bhnic", queries, before)
-    out = ops.reshape(out, (ops.shape(out)[0], ops.shape(out)[1], padded, dim_v + 1))[:, :, :tokens]
+    out = ops.reshape(out, (ops.shape(out)[0], ops.shape(out)[1], padded, dim_v + 1))
+    out = out[:, :, :query_count]
     return safe_divide(out[..., :dim_v], out[..., dim_v:])

@@ -122,13 +122,16 @@ class ClippedRelativeAttention(FavorAttention):
 
     Args:
         num_heads: int, even; the first half are content heads.
+        key_dim, value_dim, dropout, use_bias, output_shape, attention_axes,
+            flash_attention, initializers, regularizers, constraints,
+            use_gate, seed: as `FavorAttention` (MultiHeadAttention's, in its
+            order); one attention axis, no sliding_window.
         grid_shape: (height, width) of the token grid (any H×W), or None: the
             grid is given at call time, or else the tokens are one row (1-D).
         clipping_dist: int, the clipping distance D >= 1: Manhattan distances
             beyond D share one learned embedding (as do the class token's pairs).
         class_token: bool, whether one class token follows the grid tokens.
-        **kwargs: `FavorAttention`'s arguments (MultiHeadAttention's and the
-            FAVOR+ options of the content heads).
+        **favor_options: the FAVOR+ options of the content heads (`FavorKernel`).
 
     Call arguments:
         query, value, key, masks, return_attention_scores, training: as
@@ -150,9 +153,29 @@ class ClippedRelativeAttention(FavorAttention):
     # The constructor arguments a model passes through from its own options.
     OPTIONS = ("clipping_dist",)
 
-    def __init__(self, num_heads, grid_shape=None, clipping_dist=8, class_token=True, **kwargs):
-        super().__init__(num_heads, **kwargs)
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        *args,
+        grid_shape=None,
+        clipping_dist=8,
+        class_token=True,
+        **kwargs,
+    ):
+        super().__init__(num_heads, key_dim, *args, **kwargs)
         self.check_heads_even(self.num_heads)
+        if self.sliding_window is not None:
+            raise ValueError(
+                "sliding_window is not allowed with ClippedRelativeAttention: its relative heads "
+                "already attend within the clipping distance; use sliding_window=None."
+            )
+        if self.attention_axes is not None and len(self.attention_axes) != 1:
+            raise ValueError(
+                f"attention_axes={self.attention_axes} is not allowed for "
+                "ClippedRelativeAttention: it attends over one token axis (give a 2-D grid as "
+                "grid_shape); use one axis."
+            )
         self.check_options(clipping_dist=clipping_dist)
         self.grid_shape = None if grid_shape is None else tuple(int(s) for s in grid_shape)
         self.clipping_dist = int(clipping_dist)
@@ -211,20 +234,22 @@ class ClippedRelativeAttention(FavorAttention):
 
         n_q = n, or 1 for the token `query_index` alone. `grid_shape`: this
         call's grid (default: the layer's, see `_grid`); `key_valid`: optional
-        `[b, n]` bool. Computed in float32 (scores, their exponentials and
-        the normaliser), as the content heads' FAVOR+.
+        `[b, n]` or `[b, h_r, n]` bool. Computed in the kernel's float32
+        (scores, their exponentials and the normaliser), as the content heads'
+        FAVOR+.
         """
-        query, value = ops.cast(query, "float32"), ops.cast(value, "float32")
+        dtype = self._favor.compute_dtype  # float32 (float64 under a float64 policy)
+        query, value = ops.cast(query, dtype), ops.cast(value, dtype)
         dim = value.shape[-1]
         if key_valid is None:
             valid = ops.ones_like(value[..., :1])
         else:
-            valid = ops.broadcast_to(
-                ops.cast(key_valid, "float32")[:, None, :, None], ops.shape(value[..., :1])
-            )
+            valid = ops.cast(key_valid, dtype)  # [b, S] or [b, h_r, S]
+            valid = valid[:, None, :, None] if len(valid.shape) == 2 else valid[..., None]
+            valid = ops.broadcast_to(valid, ops.shape(value[..., :1]))
         # [v_j, 1] of the valid keys: every sum below carries its own count.
         value_and_valid = ops.concatenate([value * valid, valid], axis=-1)
-        embeddings = ops.cast(self.relative_embeddings, "float32")
+        embeddings = ops.cast(self.relative_embeddings, dtype)
         scores = ops.einsum("bhnd,hrd->bhnr", query, embeddings)
         scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
         scores = scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
@@ -251,6 +276,50 @@ class ClippedRelativeAttention(FavorAttention):
                 out = out + ops.einsum("bhnk,bhkd->bhnd", window_weights, window_values)
         return safe_divide(out[..., :dim], out[..., dim:])
 
+    def _heads(
+        self,
+        query,
+        value,
+        q,
+        k,
+        v,
+        masks,
+        grids,
+        training,
+        query_index,
+        scores,
+        grid_shape=None,
+    ):
+        if masks.causal is not False:
+            raise ValueError(
+                "use_causal_mask=True (or a causal attention_mask) is not allowed with "
+                "ClippedRelativeAttention: its windows look both ways; use FavorAttention or a "
+                "1-D RelativeFavorAttention."
+            )
+        if query.shape[1] != value.shape[1]:
+            raise ValueError(
+                f"ClippedRelativeAttention needs query and value on one grid (T = S); got "
+                f"T={query.shape[1]} and S={value.shape[1]}."
+            )
+        grid = self._grid(value.shape[1], grid_shape)
+        half = self.num_heads // 2
+        key_valid = masks.key_valid
+        content_valid = relative_valid = key_valid
+        if key_valid is not None and len(key_valid.shape) == 3:  # one mask per head
+            content_valid, relative_valid = key_valid[:, :half], key_valid[:, half:]
+        key_weights = attention_masks.key_weights(content_valid, self._favor.compute_dtype)
+        content = self._favor(
+            q[:, :half], k, v[:, :half], training=training, key_weights=key_weights
+        )
+        relative = self.relative_heads(
+            q[:, half:], v[:, half:], query_index, grid_shape=grid, key_valid=relative_valid
+        )
+        heads = ops.concatenate([content, ops.cast(relative, content.dtype)], axis=1)
+        if not scores:
+            return heads, None
+        weights = self.attention_weights(q, k, grid, key_weights, query_index, relative_valid)
+        return heads, weights
+
     def call(
         self,
         query,
@@ -271,48 +340,48 @@ class ClippedRelativeAttention(FavorAttention):
                 "use_causal_mask=True is not allowed with ClippedRelativeAttention: its windows "
                 "look both ways; use FavorAttention or a 1-D RelativeFavorAttention."
             )
-        value, key, query_valid, key_valid = self._inputs_and_masks(
-            query, value, key, query_mask, value_mask, key_mask, attention_mask, query_index
+        return super().call(
+            query,
+            value,
+            key,
+            query_mask=query_mask,
+            value_mask=value_mask,
+            key_mask=key_mask,
+            attention_mask=attention_mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
+            query_index=query_index,
+            grid_shape=grid_shape,
         )
-        if query.shape[1] != value.shape[1]:
-            raise ValueError(
-                f"ClippedRelativeAttention needs query and value on one grid (T = S); got "
-                f"T={query.shape[1]} and S={value.shape[1]}."
-            )
-        grid = self._grid(value.shape[1], grid_shape)
-        q, k, v = self._project(query, value, key, query_index)
-        half = self.num_heads // 2
-        key_weights = attention_masks.key_weights(key_valid, "float32")
-        content = self._favor(
-            q[:, :half], k, v[:, :half], training=training, key_weights=key_weights
-        )
-        relative = self.relative_heads(
-            q[:, half:], v[:, half:], query_index, grid_shape=grid, key_valid=key_valid
-        )
-        output = self._output(ops.concatenate([content, relative], axis=1), query_valid, training)
-        if not return_attention_scores:
-            return output
-        weights = self.attention_weights(q, k, grid, key_weights, query_index)
-        return output, attention_masks.zero_masked_queries(weights, query_valid)
 
     def _relative_scores(self, query, grid_shape, query_index=None):
         """log of the relative heads' unnormalised weights q_i·r_d(i,j)/√d, `[b, h_r, n_q, n]`."""
         distance = grid_distances(grid_shape, self.clipping_dist, self.class_token)
         if query_index is not None:
             distance = distance[[query_index]]
-        scores = ops.einsum("bhnd,hrd->bhnr", query, ops.cast(self.relative_embeddings, "float32"))
+        embeddings = ops.cast(self.relative_embeddings, query.dtype)
+        scores = ops.einsum("bhnd,hrd->bhnr", query, embeddings)
         scores = scores / (self.head_dim**0.5)  # [b, h, n, D+1]
         return ops.take_along_axis(scores, distance[None, None], axis=-1)
 
-    def attention_weights(self, q, k, grid_shape, key_weights=None, query_index=None):
-        """Normalised weights `[batch, heads, T, S]`: content heads, then relative heads.
+    def attention_weights(
+        self, q, k, grid_shape, key_weights=None, query_index=None, relative_valid=None
+    ):
+        """Normalised weights `[batch, heads, T, S]`: content heads, then relative heads
+        (`relative_valid`: their key mask, `[b, S]` or `[b, h_r, S]`; default: `key_weights`).
         Quadratic: for inspection and tests."""
         half = self.num_heads // 2
         content = self._favor.attention_weights(q[:, :half], k, key_weights=key_weights)
-        scores = self._relative_scores(ops.cast(q[:, half:], "float32"), grid_shape, query_index)
+        query = ops.cast(q[:, half:], self._favor.compute_dtype)
+        scores = self._relative_scores(query, grid_shape, query_index)
         scores = scores - ops.max(scores, axis=-1, keepdims=True)
         relative = ops.exp(scores)
-        if key_weights is not None:
+        if relative_valid is not None:
+            valid = ops.cast(relative_valid, relative.dtype)
+            relative = relative * (
+                valid[:, None, None] if len(valid.shape) == 2 else valid[:, :, None]
+            )
+        elif key_weights is not None:
             relative = relative * ops.swapaxes(key_weights, -1, -2)
         relative = safe_divide(relative, ops.sum(relative, axis=-1, keepdims=True))
         return ops.concatenate([content, relative], axis=1)

@@ -13,6 +13,7 @@ has no 64-bit integers, PyTorch few unsigned ones).
 """
 
 import math
+import random
 
 from keras import ops
 
@@ -26,6 +27,14 @@ def as_int32(value):
     """A Python int's low 32 bits as the int32 with the same bit pattern."""
     value = int(value) & 0xFFFFFFFF
     return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def resolve_seed(seed):
+    """`seed` as an int, or for None one drawn as Keras draws a layer's default seed: from
+    Python's `random` (what `keras.random.SeedGenerator(None)` does), which
+    `keras.utils.set_random_seed` seeds. So two layers built alike draw different values,
+    and a script that sets the seed draws the same ones on every run."""
+    return random.randint(1, 10**9) if seed is None else int(seed)
 
 
 def fold_seed(seed):

@@ -1,12 +1,13 @@
 """Multi-head attention whose kernel is FAVOR+ (linear in tokens), MultiHeadAttention's contract."""
 
 import itertools
+import math
 
 import keras
 from keras import ops
 
 from relperf_tf import validation
-from relperf_tf.layers import attention_masks
+from relperf_tf.layers import attention_masks, counter_random, token_layout
 from relperf_tf.layers.dropout import Dropout
 from relperf_tf.layers.favor_kernel import FAVOR_OPTIONS, FavorKernel, upgrade_legacy_options
 
@@ -20,7 +21,7 @@ except ImportError:  # pragma: no cover
 
 def split_heads(x, heads):
     """`[batch, tokens, heads·d]` → `[batch, heads, tokens, d]` (static token count kept)."""
-    batch, tokens = ops.shape(x)[0], x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
+    batch, tokens = ops.shape(x)[0], token_layout.length(x, 1)
     x = ops.reshape(x, (batch, tokens, heads, x.shape[-1] // heads))
     return ops.transpose(x, (0, 2, 1, 3))
 
@@ -70,7 +71,29 @@ def implicit_mask(x):
 
 
 def _initializer(config):
+    """A fresh copy of an initializer, so that each projection draws its own values."""
     return keras.initializers.get(keras.initializers.serialize(keras.initializers.get(config)))
+
+
+def kernel_policy(policy):
+    """The FAVOR+ kernel's dtype: float64 under a float64 policy, float32 under every other
+    (16-bit feature maps and normalisers lose the small attention weights)."""
+    return "float64" if policy.variable_dtype == "float64" else "float32"
+
+
+def check_output_shape(output_shape):
+    """None, an int or a tuple/list of ints (>= 1) → None or a tuple of ints."""
+    if output_shape is None:
+        return None
+    shape = (output_shape,) if isinstance(output_shape, int) else output_shape
+    ok = isinstance(shape, (list, tuple)) and len(shape) > 0
+    ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+    if not ok:
+        raise ValueError(
+            f"output_shape={output_shape!r} is not allowed; use None (the query's width), an "
+            "int >= 1 or a tuple of them."
+        )
+    return tuple(int(n) for n in shape)
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
@@ -79,15 +102,17 @@ class FavorAttention(keras.layers.Layer):
     in time linear in tokens.
 
     q = W_q query, k = W_k key, v = W_v value split into heads `[batch, heads,
-    tokens, key_dim]`; out = W_o · FAVOR+(q, k, v) (arXiv:2009.14794). Self-
-    or cross-attention (T ≠ S), key/query padding masks and causal attention
-    (`attention_masks`, `causal_attention`); used by `Performer` (positions
-    already added to the tokens) and `NoposPerformer`; relative variants
-    subclass it.
+    tokens, key_dim]`; out = W_o · FAVOR+(q, k, v) (arXiv:2009.14794), i.e.
+    D⁻¹ φ(Q)(φ(K)ᵀV) per head. The same constructor, sublayers
+    (`query_dense`, `key_dense`, `value_dense`, `output_dense`, `gate_dense`),
+    masks, `attention_axes`, `sliding_window`, `use_gate`, output shapes and
+    dtype policies as MultiHeadAttention; its weights port with
+    `from_multi_head_attention`. Used by `Performer` (positions added to the
+    tokens) and `NoposPerformer`; the relative layers subclass it.
 
-    The FAVOR+ kernel (`FavorKernel`) computes in float32 whatever the
-    layer's dtype policy: under `mixed_bfloat16` the projections run in bf16,
-    the feature maps and the normaliser in float32.
+    The FAVOR+ kernel (`FavorKernel`) computes in float32 (float64 under a
+    float64 policy) whatever the layer's dtype policy: under `mixed_bfloat16`
+    the projections run in bf16, the feature maps and the normaliser in float32.
 
     Args:
         num_heads: int, number of heads.
@@ -96,29 +121,42 @@ class FavorAttention(keras.layers.Layer):
         value_dim: int, width of each head's value (None: key_dim).
         dropout: float in [0, 1), dropout on each head's attention output
             (linear attention has no attention matrix to drop entries from).
-        use_bias: bool, biases of the four projections.
-        output_shape: int, width of the output (None: the query's width).
+        use_bias: bool, biases of the projections.
+        output_shape: None (the query's width), an int or a tuple: the shape
+            of each output token.
+        attention_axes: None (every axis between batch and features), an int
+            or a tuple: the axes attended over; the others are batch axes.
+        sliding_window: None or int w >= 1: query i attends to keys with
+            |i − j| < w (and j <= i when causal), in O(N·w) time
+            (`banded_attention`); one attention axis.
+        flash_attention: None or False (accepted for MultiHeadAttention's
+            signature); True is refused: FAVOR+ never forms the attention
+            matrix that flash kernels tile.
         kernel_initializer, bias_initializer, kernel_regularizer,
             bias_regularizer, kernel_constraint, bias_constraint: of the
-            four projections, as in `keras.layers.Dense`.
+            projections, as in `keras.layers.Dense`.
         activity_regularizer: of the layer's output.
+        use_gate: bool, gate each head's output by sigmoid(W_g query) (gated
+            attention, arXiv:2505.06708), as MultiHeadAttention does.
+        seed: int, seed of the FAVOR+ draws and the dropout; None draws one
+            from Keras' seed machinery (`keras.utils.set_random_seed` makes it
+            repeatable) and the config keeps it.
         **favor_options: options of `FavorKernel` (`nb_features`,
-            `feature_map`, `feature_redraw_interval`, `scaling`, `seed`
-            (also the dropout's), `eps`, `remat`, `chunk_size`); stored once,
-            by the kernel.
+            `feature_map`, `feature_redraw_interval`, `scaling`, `eps`,
+            `remat`, `chunk_size`), keyword only; stored once, by the kernel.
 
     Call arguments:
-        query: `[batch, T, dim]`.
+        query: `[batch, T, dim]`, or `[batch, *dims, dim]` with `attention_axes`.
         value: `[batch, S, dim_v]` (None: self-attention on `query`).
         key: `[batch, S, dim_k]` (None: `value`).
         query_mask: `[batch, T]` bool (True = a real token; default: the
             query's Keras mask); masked queries' outputs are zero.
         value_mask, key_mask: `[batch, S]` bool; masked keys are not attended.
-        attention_mask: `[batch, 1, S]` (keys) or `[batch, T, 1]` (queries)
-            bool; a pairwise `[batch, T, S]` mask cannot be applied in linear
-            time and raises a ValueError (`attention_masks`).
-        use_causal_mask: bool, query i attends to keys j <= i (T = S), by
-            chunked prefix sums in O(N·m·d).
+        attention_mask: `[T, S]`, `[batch, T, S]` or `[batch, heads, T, S]`
+            that factorises into query and key padding, optionally with the
+            causal triangle (`attention_masks`); other masks raise ValueError.
+        use_causal_mask: bool, query i attends to keys j <= i, by chunked
+            prefix sums in O(N·m·d).
         return_attention_scores: bool, also return the normalised weights
             `[batch, heads, T, S]` the layer applies (quadratic: for
             inspection and tests).
@@ -128,13 +166,16 @@ class FavorAttention(keras.layers.Layer):
             that reads one token needs from the last block.
 
     Returns:
-        `[batch, T, output_shape or dim]` (`[batch, 1, …]` with
-        `query_index`), and the weights with `return_attention_scores`.
+        `[batch, T, *output_shape]` (the query's width by default), and the
+        weights with `return_attention_scores`.
 
     Example:
     >>> x = keras.random.normal((1, 9, 8))
     >>> FavorAttention(num_heads=2, key_dim=4)(x, x).shape
     (1, 9, 8)
+    >>> images = keras.random.normal((1, 4, 5, 8))  # attend over rows and columns
+    >>> FavorAttention(2, key_dim=4, attention_axes=(1, 2))(images, images).shape
+    (1, 4, 5, 8)
     """
 
     # Keras' own constructor arguments; every other keyword is a FAVOR+ option.
@@ -148,6 +189,9 @@ class FavorAttention(keras.layers.Layer):
         dropout=0.0,
         use_bias=True,
         output_shape=None,
+        attention_axes=None,
+        sliding_window=None,
+        flash_attention=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
@@ -155,6 +199,8 @@ class FavorAttention(keras.layers.Layer):
         activity_regularizer=None,
         kernel_constraint=None,
         bias_constraint=None,
+        use_gate=False,
+        seed=None,
         **kwargs,
     ):
         layer_kwargs = {k: kwargs.pop(k) for k in self._LAYER_ARGUMENTS if k in kwargs}
@@ -164,40 +210,70 @@ class FavorAttention(keras.layers.Layer):
         validation.check_optional_int("key_dim", key_dim, 1)
         validation.check_optional_int("value_dim", value_dim, 1)
         validation.check_number("dropout", dropout, 0.0, 1.0)
-        if isinstance(output_shape, (list, tuple)):
-            if len(output_shape) != 1:
-                raise ValueError(
-                    f"output_shape={output_shape!r} is not allowed; use one int (the output width)."
-                )
-            output_shape = output_shape[0]
-        validation.check_optional_int("output_shape", output_shape, 1)
+        validation.check_optional_int("sliding_window", sliding_window, 1)
+        validation.check_choice("use_gate", use_gate, (False, True))
+        validation.check_optional_int("seed", seed, 0)
+        if flash_attention:
+            raise ValueError(
+                "flash_attention=True is not allowed: FAVOR+ never forms the attention matrix "
+                "that flash kernels tile (it is linear in time and memory already); use None."
+            )
         unknown = sorted(set(kwargs) - set(FAVOR_OPTIONS))
         if unknown:
             raise TypeError(
                 f"{type(self).__name__} got unexpected keyword arguments {unknown}; it takes "
                 "MultiHeadAttention's arguments (num_heads, key_dim, value_dim, dropout, "
-                "use_bias, output_shape, initializers, regularizers, constraints) and the FAVOR+ "
-                f"options {FAVOR_OPTIONS}."
+                "use_bias, output_shape, attention_axes, sliding_window, initializers, "
+                "regularizers, constraints, use_gate, seed) and the FAVOR+ options "
+                f"{tuple(o for o in FAVOR_OPTIONS if o != 'seed')}."
             )
         self.num_heads = int(num_heads)
         self.key_dim = None if key_dim is None else int(key_dim)
         self.value_dim = None if value_dim is None else int(value_dim)
         self.dropout = float(dropout)
         self.use_bias = bool(use_bias)
-        self.output_shape = None if output_shape is None else int(output_shape)
+        self.output_shape = check_output_shape(output_shape)
+        self.attention_axes = token_layout.check_axes(attention_axes)
+        self.sliding_window = None if sliding_window is None else int(sliding_window)
+        self.use_gate = bool(use_gate)
+        self.seed = counter_random.resolve_seed(seed)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
-        self._favor = FavorKernel(**kwargs, name="favor", dtype=self.dtype_policy.variable_dtype)
-        self._dropout_layer = Dropout(self.dropout, seed=self._favor.seed, dtype=self.dtype_policy)
+        self._favor = FavorKernel(
+            **kwargs, seed=self.seed, name="favor", dtype=kernel_policy(self.dtype_policy)
+        )
+        self._dropout_layer = Dropout(self.dropout, seed=self.seed, dtype=self.dtype_policy)
 
     @property
     def favor(self):
         """The `FavorKernel` (float32 feature maps and normaliser)."""
         return self._favor
+
+    # MultiHeadAttention's public sublayers.
+    @property
+    def query_dense(self):
+        return self._query_dense
+
+    @property
+    def key_dense(self):
+        return self._key_dense
+
+    @property
+    def value_dense(self):
+        return self._value_dense
+
+    @property
+    def output_dense(self):
+        return self._output_dense
+
+    @property
+    def gate_dense(self):
+        """The gate's projection (None without `use_gate`)."""
+        return getattr(self, "_gate_dense", None)
 
     @staticmethod
     def check_heads(dim, num_heads):
@@ -213,6 +289,50 @@ class FavorAttention(keras.layers.Layer):
     def from_config(cls, config):
         return cls(**upgrade_legacy_options(config))
 
+    @classmethod
+    def from_multi_head_attention(cls, layer, **options):
+        """This layer with `layer`'s configuration and, once it is built, its weights.
+
+        `layer` is a `keras.layers.MultiHeadAttention`; `options` are this
+        class's own (e.g. `feature_map="exact"`, which then computes what
+        `layer` does). MultiHeadAttention's projections are `EinsumDense`
+        kernels `[dim, heads, key_dim]`; here they are `Dense` kernels
+        `[dim, heads · key_dim]`, the same numbers in the same order.
+
+        Example:
+        >>> mha = keras.layers.MultiHeadAttention(2, key_dim=4)
+        >>> x = keras.random.normal((1, 6, 8))
+        >>> favor = FavorAttention.from_multi_head_attention(mha, feature_map="exact")
+        >>> bool(ops.max(ops.abs(favor(x, x) - mha(x, x))) < 1e-5)
+        True
+        """
+        config = dict(layer.get_config())
+        config.pop("flash_attention", None)
+        config.update(options)
+        ported = cls(**config)
+        if not layer.built:
+            return ported
+        dims = [int(layer.query_dense.kernel.shape[0]), int(layer.value_dense.kernel.shape[0])]
+        dims.append(int(layer.key_dense.kernel.shape[0]))
+        ported.build(*[(None, None, dim) for dim in dims])
+        pairs = [("query", "query"), ("key", "key"), ("value", "value"), ("output", "output")]
+        if layer._use_gate:
+            pairs.append(("gate", "gate"))
+        for ours, theirs in pairs:
+            source, target = getattr(layer, f"_{theirs}_dense"), getattr(ported, f"_{ours}_dense")
+            for variable, value in zip(target.weights, source.weights):
+                value = ops.convert_to_numpy(value)
+                if tuple(value.shape) != tuple(variable.shape):
+                    if value.size != math.prod(variable.shape):
+                        raise ValueError(
+                            f"{cls.__name__} cannot take {layer.name}'s {theirs} projection of "
+                            f"shape {value.shape} into {tuple(variable.shape)} (its heads "
+                            "differ); use a layer with the same heads and widths."
+                        )
+                    value = value.reshape(variable.shape)
+                variable.assign(value)
+        return ported
+
     # Subclasses change these two to add positional features or drop key heads.
     def _extra_query_key_dim(self, positions_shape):
         return 0
@@ -220,9 +340,10 @@ class FavorAttention(keras.layers.Layer):
     def _key_heads(self):
         return self.num_heads
 
-    def _dense(self, units, name, input_shape):
+    def _dense(self, units, name, input_shape, activation=None):
         layer = keras.layers.Dense(
             units,
+            activation=activation,
             use_bias=self.use_bias,
             kernel_initializer=_initializer(self.kernel_initializer),
             bias_initializer=_initializer(self.bias_initializer),
@@ -246,13 +367,14 @@ class FavorAttention(keras.layers.Layer):
             self.check_heads(dim, self.num_heads)
         self.head_dim = self.key_dim or dim // self.num_heads
         self.head_value_dim = self.value_dim or self.head_dim
+        values = self.num_heads * self.head_value_dim
         self._query_dense = self._dense(self.num_heads * self.head_dim, "query", query_shape)
         self._key_dense = self._dense(self._key_heads() * self.head_dim, "key", key_shape)
-        self._value_dense = self._dense(self.num_heads * self.head_value_dim, "value", value_shape)
+        if self.use_gate:
+            self._gate_dense = self._dense(values, "gate", query_shape, activation="sigmoid")
+        self._value_dense = self._dense(values, "value", value_shape)
         self._output_dense = self._dense(
-            self.output_shape or dim,
-            "output",
-            tuple(query_shape[:-1]) + (self.num_heads * self.head_value_dim,),
+            math.prod(self.output_shape or (dim,)), "attention_output", (None, values)
         )
         width = self.head_dim + self._extra_query_key_dim(positions_shape)
         self._favor.build((None, self._key_heads(), None, width))
@@ -276,13 +398,19 @@ class FavorAttention(keras.layers.Layer):
         heads = (self.num_heads, self._key_heads(), self.num_heads)
         return tuple(split_heads(x, h) for x, h in zip((query, key, value), heads))
 
-    def _output(self, heads_output, query_valid=None, training=None):
+    def _output(self, heads_output, query_valid=None, training=None, gate=None):
         heads_output = attention_masks.zero_masked_queries(heads_output, query_valid)
         heads_output = self._dropout_layer(heads_output, training=training)
-        return self._output_dense(merge_heads(heads_output))
+        merged = merge_heads(heads_output)
+        if gate is not None:
+            merged = merged * ops.cast(gate, merged.dtype)
+        return self._output_dense(merged)
 
-    def _positional(self, query, value, q, k, query_index=None, **positions):
-        """What the kernel attends with: (query blocks, key blocks, positional tables)."""
+    def _positional(self, query, value, q, k, query_index=None, grids=None, **positions):
+        """What the kernel attends with: (query blocks, key blocks, positional tables).
+
+        `grids`: the query's and the key's sizes along the attention axes.
+        """
         if positions:
             raise TypeError(
                 f"{type(self).__name__} takes no positions; got {sorted(positions)} "
@@ -293,10 +421,20 @@ class FavorAttention(keras.layers.Layer):
     def _toeplitz_method(self):
         return "auto"
 
-    def _inputs_and_masks(
-        self, query, value, key, query_mask, value_mask, key_mask, attention_mask, query_index
+    def _inputs(
+        self,
+        query,
+        value,
+        key,
+        query_mask,
+        value_mask,
+        key_mask,
+        attention_mask,
+        use_causal_mask,
+        query_index,
     ):
-        """(value, key, query_valid, key_valid) with MultiHeadAttention's defaults and masks."""
+        """MultiHeadAttention's defaults and masks: (layout, query, value, key as token
+        sequences `[batch', tokens, features]`, `attention_masks.Masks`)."""
         if query_mask is None:
             query_mask = implicit_mask(query)
         if value is None:  # self-attention
@@ -308,17 +446,57 @@ class FavorAttention(keras.layers.Layer):
             key = value
         elif key_mask is None:
             key_mask = implicit_mask(key)
-        query_valid, key_valid = attention_masks.resolve_masks(
+        layout = token_layout.TokenLayout.of(query, value, key, self.attention_axes)
+        if query_index is not None and not layout.identity:
+            raise ValueError(
+                "query_index is for [batch, tokens, features] inputs; attend over one axis or "
+                "leave query_index=None."
+            )
+        if attention_mask is not None and not layout.identity:
+            batch = token_layout.length(query, 0)
+            attention_mask = layout.pairwise(attention_mask, batch)
+        same_key = key is value
+        query, value = layout.tokens(query), layout.tokens(value)
+        key = value if same_key else layout.tokens(key)
+        masks = attention_masks.resolve_masks(
             tuple(query.shape),
             tuple(value.shape),
-            query_mask,
-            value_mask,
-            key_mask,
+            layout.mask(query_mask),
+            layout.mask(value_mask),
+            layout.mask(key_mask),
             attention_mask,
+            use_causal_mask,
+            heads=self.num_heads,
         )
-        if query_index is not None and query_valid is not None:
-            query_valid = select_token(query_valid, query_index)
-        return value, key, query_valid, key_valid
+        if query_index is not None and masks.query_valid is not None:
+            valid = ops.moveaxis(masks.query_valid, -1, 0)
+            masks.query_valid = ops.moveaxis(select_token(valid, query_index), 0, -1)
+        return layout, query, value, key, masks
+
+    def _heads(
+        self, query, value, q, k, v, masks, grids, training, query_index, scores, **positions
+    ):
+        """Each head's attention output `[batch, heads, T, dim_v]`, and (with `scores`) the
+        normalised weights `[batch, heads, T, S]` it applied."""
+        q, k, logits = self._positional(query, value, q, k, query_index, grids=grids, **positions)
+        key_weights = attention_masks.key_weights(masks.key_valid, self._favor.compute_dtype)
+        heads = self._favor(
+            q,
+            k,
+            v,
+            training=training,
+            position_logits=logits,
+            key_weights=key_weights,
+            causal=masks.causal,
+            toeplitz_method=self._toeplitz_method(),
+            window=self.sliding_window,
+        )
+        if not scores:
+            return heads, None
+        weights = self._favor.attention_weights(
+            q, k, logits, key_weights, masks.causal, self.sliding_window
+        )
+        return heads, weights
 
     def call(
         self,
@@ -335,27 +513,45 @@ class FavorAttention(keras.layers.Layer):
         query_index=None,
         **positions,
     ):
-        value, key, query_valid, key_valid = self._inputs_and_masks(
-            query, value, key, query_mask, value_mask, key_mask, attention_mask, query_index
+        layout, query, value, key, masks = self._inputs(
+            query,
+            value,
+            key,
+            query_mask,
+            value_mask,
+            key_mask,
+            attention_mask,
+            use_causal_mask,
+            query_index,
         )
+        gate = None
+        if self.use_gate:
+            gate = self._gate_dense(
+                query if query_index is None else select_token(query, query_index)
+            )
         q, k, v = self._project(query, value, key, query_index)
-        q, k, logits = self._positional(query, value, q, k, query_index, **positions)
-        key_weights = attention_masks.key_weights(key_valid, "float32")
-        heads = self._favor(
+        heads, weights = self._heads(
+            query,
+            value,
             q,
             k,
             v,
-            training=training,
-            position_logits=logits,
-            key_weights=key_weights,
-            causal=use_causal_mask,
-            toeplitz_method=self._toeplitz_method(),
+            masks,
+            (layout.query_grid, layout.key_grid),
+            training,
+            query_index,
+            return_attention_scores,
+            **positions,
         )
-        output = self._output(heads, query_valid, training)
+        output = self._output(heads, masks.query_valid, training, gate)
+        output = attention_masks.poison(output, masks.valid)
+        if self.output_shape is not None and len(self.output_shape) > 1:
+            output = ops.reshape(output, tuple(ops.shape(output)[:2]) + self.output_shape)
+        output = layout.restore(output, self.output_shape or (output.shape[-1],))
         if not return_attention_scores:
             return output
-        weights = self._favor.attention_weights(q, k, logits, key_weights, use_causal_mask)
-        return output, attention_masks.zero_masked_queries(weights, query_valid)
+        weights = attention_masks.zero_masked_queries(weights, masks.query_valid)
+        return output, layout.restore_scores(weights)
 
     def pair_weights(self, inputs, positions=None):
         """Unnormalised weights A_ij `[batch, heads, tokens, tokens]` of self-attention (see
@@ -367,8 +563,18 @@ class FavorAttention(keras.layers.Layer):
         if not self.built:
             self(inputs, **extra)
         q, k, _ = self._project(inputs, inputs, inputs)
-        q, k, logits = self._positional(inputs, inputs, q, k, **extra)
+        grids = ((inputs.shape[1],), (inputs.shape[1],))
+        q, k, logits = self._positional(inputs, inputs, q, k, grids=grids, **extra)
         return self._favor.pair_weights(q, k, logits)
+
+    def compute_output_shape(self, query_shape, value_shape=None, key_shape=None, **kwargs):
+        query_shape = tuple(query_shape)
+        value_shape = query_shape if value_shape is None else tuple(value_shape)
+        key_shape = value_shape if key_shape is None else tuple(key_shape)
+        token_layout.check_key_value(value_shape, key_shape)
+        if kwargs.get("query_index") is not None:
+            query_shape = (query_shape[0], 1, query_shape[-1])
+        return query_shape[:-1] + (self.output_shape or (query_shape[-1],))
 
     def compute_output_spec(
         self,
@@ -380,14 +586,26 @@ class FavorAttention(keras.layers.Layer):
         query_index=None,
         **kwargs,
     ):
-        tokens = query.shape[1] if query_index is None else 1
-        width = self.output_shape or query.shape[-1]
-        output = keras.KerasTensor((query.shape[0], tokens, width), dtype=self.compute_dtype)
+        value = query if value is None else value
+        shape = self.compute_output_shape(
+            query.shape,
+            value.shape,
+            None if key is None else key.shape,
+            query_index=query_index,
+        )
+        output = keras.KerasTensor(shape, dtype=self.compute_dtype)
         if not return_attention_scores:
             return output
-        keys = (query if value is None else value).shape[1]
-        weights = keras.KerasTensor((query.shape[0], self.num_heads, tokens, keys), "float32")
-        return output, weights
+        rank = len(query.shape)
+        axes = token_layout.resolve_axes(self.attention_axes, rank)
+        others = tuple(query.shape[a] for a in range(1, rank - 1) if a not in axes)
+        queries = (1,) if query_index is not None else tuple(query.shape[a] for a in axes)
+        keys = tuple(value.shape[a] for a in axes)
+        if rank == 3:
+            scores = (query.shape[0], self.num_heads) + queries + keys
+        else:
+            scores = (query.shape[0],) + others + (self.num_heads,) + queries + keys
+        return output, keras.KerasTensor(scores, self._favor.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -399,12 +617,16 @@ class FavorAttention(keras.layers.Layer):
             dropout=self.dropout,
             use_bias=self.use_bias,
             output_shape=self.output_shape,
+            attention_axes=self.attention_axes,
+            sliding_window=self.sliding_window,
             kernel_initializer=serialize(self.kernel_initializer),
             bias_initializer=serialize(self.bias_initializer),
             kernel_regularizer=serialize(self.kernel_regularizer),
             bias_regularizer=serialize(self.bias_regularizer),
+            activity_regularizer=serialize(self.activity_regularizer),
             kernel_constraint=serialize(self.kernel_constraint),
             bias_constraint=serialize(self.bias_constraint),
+            use_gate=self.use_gate,
             **self._favor.options(),
         )
         return config

@@ -7,11 +7,14 @@ from keras import ops
 
 from relperf_tf import validation
 from relperf_tf.layers import (
+    attention_masks,
+    banded_attention,
     causal_attention,
     counter_random,
     feature_maps,
     grid_attention,
     toeplitz_attention,
+    token_layout,
 )
 from relperf_tf.layers.feature_maps import FEATURE_MAPS
 from relperf_tf.layers.random_features import (
@@ -72,7 +75,9 @@ class FavorKernel(keras.layers.Layer):
         feature_redraw_interval: int, redraw W every this many training
             steps; 0 or None never redraws.
         scaling: `"gaussian"` or `"fixed"` row norms of W.
-        seed: int, seed of the stateless draws.
+        seed: int, seed of the stateless draws; None (default) draws one from Keras'
+            seed machinery (`keras.utils.set_random_seed` makes it repeatable), and
+            the config keeps the drawn value, so a reloaded layer draws the same W.
         eps: float, ε of the softmax-kernel features. Default 1e-4.
         remat: bool, recompute φ(Q), φ(K) in the backward pass instead of
             keeping them (`[batch, heads, tokens, features]` each): less
@@ -88,16 +93,18 @@ class FavorKernel(keras.layers.Layer):
         value: `[batch, heads, tokens, dim_v]`.
         training: bool; redraws happen only when True.
         position_logits: optional exact positional factor that multiplies
-            every attention weight: `(row_logits [heads, H_q, H_k], col_logits
-            [heads, W_q, W_k])`, exp(row_logits[r_i, r_j] + col_logits[c_i,
-            c_j]) on grids (row-major, each optionally after one class token
-            whose factor is 1; `grid_attention`), or `(logits,)` with logits
-            `[heads, T + S − 1]`, exp(P(i − j)) in token order
-            (`toeplitz_attention`).
-        key_weights: optional `[batch, 1, S, 1]` 0/1: masked keys take no part
-            (φ(k) = 0, outside the key stabiliser).
-        causal: bool, key j reaches query i only when j <= i (T = S).
+            every attention weight: one table per grid axis, `[heads, L_q, L_k]`
+            each, exp(Σ_axes table[a_i, a_j]) on grids (row-major; with two axes
+            each side may start with one class token whose factor is 1;
+            `grid_attention`), or `(logits,)` with logits `[heads, T + S − 1]`,
+            exp(P(i − j)) in token order (`toeplitz_attention`).
+        key_weights: optional `[batch, 1 or heads, S, 1]` 0/1: masked keys take
+            no part (φ(k) = 0, outside the key stabiliser).
+        causal: bool, key j reaches query i only when j <= i; may be a bool
+            scalar tensor (a mask's form read when the graph runs).
         toeplitz_method: `auto`, `dense` or `fft`, how a 1-D factor is applied.
+        window: optional int w, the sliding window: only keys with |i − j| < w
+            (`banded_attention`; 1-D factors only).
 
     Returns:
         `[batch, heads, T, dim_v]`.
@@ -121,7 +128,7 @@ class FavorKernel(keras.layers.Layer):
         feature_map="softmax",
         feature_redraw_interval=1000,
         scaling="gaussian",
-        seed=0,
+        seed=None,
         eps=1e-4,
         remat=False,
         chunk_size=128,
@@ -139,7 +146,8 @@ class FavorKernel(keras.layers.Layer):
         self.feature_map = feature_map
         self.feature_redraw_interval = feature_redraw_interval
         self.scaling = scaling
-        self.seed = int(seed)
+        validation.check_optional_int("seed", seed, 0)
+        self.seed = counter_random.resolve_seed(seed)
         self.eps = float(eps)
         self.remat = bool(remat)
         self.chunk_size = int(chunk_size)
@@ -181,7 +189,7 @@ class FavorKernel(keras.layers.Layer):
                 "projection",
                 (self.resolved_nb_features, dim),
                 self.variable_dtype,
-                lambda shape, dtype=None: self.draw(0),
+                lambda shape, dtype=None: ops.cast(self.draw(0), dtype or self.variable_dtype),
             )
             # JAX has no 64-bit integers unless x64 is on (it would truncate, with a warning).
             step_dtype = "int32" if keras.backend.backend() == "jax" else "int64"
@@ -224,7 +232,7 @@ class FavorKernel(keras.layers.Layer):
         redraw = ops.logical_and(step > 0, step % interval == 0)
         projection = ops.cond(
             redraw,
-            lambda: self.draw(step // interval),
+            lambda: ops.cast(self.draw(step // interval), self.projection.dtype),
             lambda: ops.convert_to_tensor(self.projection),
         )
         self.projection.assign(projection)
@@ -242,26 +250,23 @@ class FavorKernel(keras.layers.Layer):
         """φ(K) as the forward pass uses it: causal keys carry no ε (module docstring)."""
         return self.features(key, False, projection, mask=key_weights, eps=0.0 if causal else None)
 
-    def check_call(self, queries, keys, num_logits, causal):
+    def check_call(self, queries, keys, num_logits, causal, window=None):
         """Rejects what this kernel cannot compute (one ValueError naming the arguments)."""
-        if num_logits not in (0, 1, 2):
+        if window is not None and num_logits >= 2:
             raise ValueError(
-                f"position_logits has {num_logits} tables; use (row_logits, col_logits) on a grid "
-                "or one [heads, T + S − 1] vector in token order."
+                "sliding_window is a band in token order; it is not allowed with a 2-D or N-D "
+                "positional factor (attention over several axes); use one attention axis or "
+                "sliding_window=None."
             )
-        if not causal:
+        if causal is False:
             return
-        if queries is not None and keys is not None and queries != keys:
-            raise ValueError(
-                f"use_causal_mask=True needs as many queries as keys; got T={queries}, S={keys}."
-            )
         if not FEATURE_MAPS[self.feature_map].causal:
             causal_maps = tuple(name for name, fm in FEATURE_MAPS.items() if fm.causal)
             raise ValueError(
                 f"use_causal_mask=True is not allowed with feature_map={self.feature_map!r} (its "
                 f"keys are normalised over all tokens); use one of {causal_maps}."
             )
-        if num_logits == 2:
+        if num_logits >= 2:
             raise ValueError(
                 "use_causal_mask=True is not allowed with a 2-D positional factor: causality in "
                 "raster order does not factor over rows and columns; use 1-D positions."
@@ -276,6 +281,8 @@ class FavorKernel(keras.layers.Layer):
                 grid_attention.has_class_token(queries, shapes[0], "queries"),
                 grid_attention.has_class_token(keys, shapes[1], "keys"),
             )
+        if len(logits) > 2:
+            return grid_attention.axes_logits(logits)
         if len(logits) == 1:
             return toeplitz_attention.toeplitz_table(logits[0], queries, keys)
         return None
@@ -284,28 +291,37 @@ class FavorKernel(keras.layers.Layer):
         """The stateless part of the call: features and linear attention.
 
         `layout` = (query blocks, key blocks, positional tables, key weights
-        given, causal, Toeplitz method); `tensors` = query blocks, key blocks,
-        value, positional tables (0–2)[, key weights][, projection] (flat, so
-        that `keras.remat` can recompute it).
+        given, causal, Toeplitz method, window); `tensors` = query blocks, key
+        blocks, value, positional tables[, key weights][, projection] (flat,
+        so that `keras.remat` can recompute it).
         """
-        num_query, num_key, num_logits, weighted, causal, method = layout
+        num_query, num_key, num_logits, weighted, causal, method, window = layout
         query = list(tensors[:num_query])
         key = list(tensors[num_query : num_query + num_key])
         value, *rest = tensors[num_query + num_key :]
         logits, rest = rest[:num_logits], rest[num_logits:]
         key_weights = rest.pop(0) if weighted else None
         projection = rest[0] if rest else None
-        queries = toeplitz_attention.length(query[0], 2)
-        keys = toeplitz_attention.length(value, 2)
+        queries = token_layout.length(query[0], 2)
+        keys = token_layout.length(value, 2)
         if self.is_exact:
             bias = self._bias(logits, queries, keys)
-            return feature_maps.exact_attention(query, key, value, bias, key_weights, causal)
-        query_features = self.features(query, True, projection)
-        if len(logits) == 2:
-            key_features = self._key_features(key, projection, key_weights, False)
-            return grid_attention.grid_linear_attention(
-                query_features, key_features, value, *logits
+            return feature_maps.exact_attention(
+                query, key, value, bias, key_weights, causal, window
             )
+        query_features = self.features(query, True, projection)
+        if window is not None:
+            key_features = self._key_features(key, projection, key_weights, causal)
+            return banded_attention.banded_linear_attention(
+                query_features, key_features, value, window, causal, logits[0] if logits else None
+            )
+        if len(logits) >= 2:
+            key_features = self._key_features(key, projection, key_weights, False)
+            if len(logits) == 2:
+                return grid_attention.grid_linear_attention(
+                    query_features, key_features, value, *logits
+                )
+            return grid_attention.axes_linear_attention(query_features, key_features, value, logits)
         if len(logits) == 1:
             key_features = self._key_features(key, projection, key_weights, causal)
             return toeplitz_attention.toeplitz_linear_attention(
@@ -336,23 +352,44 @@ class FavorKernel(keras.layers.Layer):
         key_weights=None,
         causal=False,
         toeplitz_method="auto",
+        window=None,
     ):
         query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
         logits = list(position_logits or [])
-        self.check_call(query[0].shape[2], value.shape[2], len(logits), causal)
+        known = causal if isinstance(causal, bool) else attention_masks.concrete_bool(causal)
+        self.check_call(
+            query[0].shape[2], value.shape[2], len(logits), True if known is None else known, window
+        )
         toeplitz_attention.check_method(toeplitz_method)
         weights = [] if key_weights is None else [key_weights]
-        layout = (len(query), len(key), len(logits), bool(weights), bool(causal), toeplitz_method)
-        attend = functools.partial(self._attend, layout)
-        if self.remat and training and not self.is_exact:
-            attend = keras.remat(attend)
         tensors = query + key + [value] + logits + weights
-        if not self.uses_projection:
-            return attend(*tensors)
-        # The redraw (a state update) stays outside the recomputed function.
-        return attend(*tensors, ops.convert_to_tensor(self._projection_for_step(training)))
+        if self.uses_projection:
+            # The redraw (a state update) stays outside the recomputed and branched functions.
+            tensors.append(ops.convert_to_tensor(self._projection_for_step(training)))
 
-    def attention_weights(self, query, key, position_logits=None, key_weights=None, causal=False):
+        def attend(is_causal):
+            layout = (
+                len(query),
+                len(key),
+                len(logits),
+                bool(weights),
+                is_causal,
+                toeplitz_method,
+                window,
+            )
+            function = functools.partial(self._attend, layout)
+            if self.remat and training and not self.is_exact:
+                function = keras.remat(function)
+            return function(*tensors)
+
+        if known is not None:
+            return attend(known)
+        # A causal flag read from a traced mask: both forms compiled, one runs.
+        return ops.cond(causal, lambda: attend(True), lambda: attend(False))
+
+    def attention_weights(
+        self, query, key, position_logits=None, key_weights=None, causal=False, window=None
+    ):
         """The normalised weights the forward pass applies, `[batch, heads, T, S]`.
 
         Rows sum to 1 (0 for a query with no valid key): out = weights · V is
@@ -360,24 +397,32 @@ class FavorKernel(keras.layers.Layer):
         stabilisers and masks as `call`. Quadratic in tokens: for inspection
         and tests (`return_attention_scores=True`).
         """
+        known = causal if isinstance(causal, bool) else attention_masks.concrete_bool(causal)
+        if known is None:
+            return ops.where(
+                causal,
+                self.attention_weights(query, key, position_logits, key_weights, True, window),
+                self.attention_weights(query, key, position_logits, key_weights, False, window),
+            )
+        causal = known
         query, key = feature_maps.as_blocks(query), feature_maps.as_blocks(key)
         logits = list(position_logits or [])
-        queries = toeplitz_attention.length(query[0], 2)
-        keys = toeplitz_attention.length(key[0], 2)
-        self.check_call(queries, keys, len(logits), causal)
+        queries = token_layout.length(query[0], 2)
+        keys = token_layout.length(key[0], 2)
+        self.check_call(queries, keys, len(logits), causal, window)
         bias = self._bias(logits, queries, keys)
         if self.is_exact:
-            return feature_maps.exact_weights(query, key, bias, key_weights, causal)
+            return feature_maps.exact_weights(query, key, bias, key_weights, causal, window)
         projection = ops.convert_to_tensor(self.projection) if self.uses_projection else None
         query_features = self.features(query, True, projection)
         key_features = self._key_features(key, projection, key_weights, causal)
         weights = ops.einsum("bhnm,bhkm->bhnk", query_features, key_features)
+        allowed = feature_maps.pair_mask(queries, keys, key_weights, causal, window)
         if bias is not None:
-            if causal:
-                bias = ops.where(feature_maps.pair_mask(queries, keys, None, True), bias, -1e30)
+            if allowed is not None:
+                bias = ops.where(allowed, bias[None], feature_maps.NEGATIVE)
             bias = bias - ops.max(bias, axis=-1, keepdims=True)
-            weights = weights * ops.exp(bias)[None]
-        allowed = feature_maps.pair_mask(queries, keys, key_weights, causal)
+            weights = weights * ops.exp(bias)
         if allowed is not None:
             weights = weights * ops.cast(allowed, weights.dtype)
         total = ops.sum(weights, axis=-1, keepdims=True)
@@ -405,7 +450,7 @@ class FavorKernel(keras.layers.Layer):
             query_features = self.features(query, True, projection, stabilize=False)
             key_features = self.features(key, False, projection, stabilize=False)
             weights = ops.einsum("bhnm,bhkm->bhnk", query_features, key_features)
-        queries, keys = (toeplitz_attention.length(x[0], 2) for x in (query, key))
+        queries, keys = (token_layout.length(x[0], 2) for x in (query, key))
         bias = self._bias(list(position_logits or []), queries, keys)
         if bias is not None:
             weights = weights * ops.exp(bias)[None]

@@ -212,39 +212,46 @@ def linear_attention(query_features, key_features, value):
     return safe_divide(out[..., :dim_v], out[..., dim_v:])
 
 
-def exact_attention(query, key, value, bias=None, key_mask=None, causal=False):
+def exact_attention(query, key, value, bias=None, key_mask=None, causal=False, window=None):
     """Softmax attention softmax(QKᵀ/√d + bias)V, quadratic in tokens (reference only).
 
     Args:
         query, key: `[batch, heads, T or S, d]` (or blocks), value `[batch, heads, S, dv]`.
         bias: optional `[heads, T, S]` logits added to every batch element.
-        key_mask: optional `[batch, 1, S, 1]` 0/1 key weights.
+        key_mask: optional `[batch, 1 or heads, S, 1]` 0/1 key weights.
         causal: bool, key j attends to query i only when j <= i.
+        window: optional int, only keys with |i − j| < window.
     """
-    return ops.einsum("bhnk,bhkd->bhnd", exact_weights(query, key, bias, key_mask, causal), value)
+    weights = exact_weights(query, key, bias, key_mask, causal, window)
+    return ops.einsum("bhnk,bhkd->bhnd", weights, ops.cast(value, weights.dtype))
 
 
-def exact_weights(query, key, bias=None, key_mask=None, causal=False):
+def exact_weights(query, key, bias=None, key_mask=None, causal=False, window=None):
     """The attention weights of `exact_attention`, `[batch, heads, T, S]` (rows sum to 1, or 0
     where a query has no valid key)."""
     width = sum(block.shape[-1] for block in as_blocks(query))
     query, key = concatenate_blocks(query), concatenate_blocks(key)
     scores = ops.einsum("bhnd,bhkd->bhnk", query, key) / (width**0.5)
     if bias is not None:
-        scores = scores + bias[None]
-    allowed = pair_mask(ops.shape(scores)[2], ops.shape(scores)[3], key_mask, causal)
+        scores = scores + ops.cast(bias, scores.dtype)[None]
+    allowed = pair_mask(ops.shape(scores)[2], ops.shape(scores)[3], key_mask, causal, window)
     if allowed is not None:
         scores = ops.where(allowed, scores, NEGATIVE)
     weights = ops.softmax(scores, axis=-1)
     return weights if allowed is None else weights * ops.cast(allowed, weights.dtype)
 
 
-def pair_mask(queries, keys, key_mask=None, causal=False):
+def pair_mask(queries, keys, key_mask=None, causal=False, window=None):
     """Which (i, j) may attend, broadcastable to `[batch, heads, T, S]`, or None (all)."""
     allowed = None
     if key_mask is not None:
-        allowed = ops.swapaxes(key_mask > 0, -1, -2)  # [b, 1, 1, S]
+        allowed = ops.swapaxes(key_mask > 0, -1, -2)  # [b, 1 or h, 1, S]
+    offsets = ops.arange(queries)[:, None] - ops.arange(keys)[None, :]
+    pairs = []
     if causal:
-        lower = ops.arange(queries)[:, None] >= ops.arange(keys)[None, :]
-        allowed = lower if allowed is None else ops.logical_and(allowed, lower)
+        pairs.append(offsets >= 0)
+    if window:
+        pairs.append(ops.abs(offsets) < window)
+    for condition in pairs:
+        allowed = condition if allowed is None else ops.logical_and(allowed, condition)
     return allowed

@@ -9,6 +9,8 @@ on contents and offsets only, for any fixed φ: exact translation equivariance.
 A class token (first, no position) has factor 1 with every token both ways.
 Queries and keys may lie on different grids (cross-attention): M_row is
 `[H_q, H_k]`, M_col `[W_q, W_k]`.
+Grids of more axes (`attention_axes` over three or more axes) take one factor
+per axis the same way: `axes_linear_attention`, O(N·(Σ L_a)·m·d).
 """
 
 import numpy as np
@@ -139,3 +141,61 @@ def grid_logits(row_logits, col_logits, query_class, key_class):
     )  # [h, Hq, Wq, Hk, Wk]
     logits = ops.reshape(logits, (heads, height_q * width_q, height_k * width_k))
     return ops.pad(logits, ((0, 0), (int(query_class), 0), (int(key_class), 0)))
+
+
+def _axis_factor(logits):
+    """exp of one axis's logits `[heads, L_q, L_k]`, each query row scaled by its own max (the
+    scale of a query is the same in its numerator and denominator: it cancels)."""
+    logits = ops.convert_to_tensor(logits)
+    return ops.exp(logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True)))
+
+
+def axes_linear_attention(query_features, key_features, value, tables):
+    """D⁻¹ Σ_j Π_a M_a[p_a(i), p_a(j)] (φ(q_i)·φ(k_j)) v_j on a grid of any number of axes.
+
+    Args:
+        query_features: `[batch, heads, T, features]`, T = Π L_q,a (row-major, no class token).
+        key_features: `[batch, heads, S, features]`, S = Π L_k,a.
+        value: `[batch, heads, S, dim_v]`.
+        tables: one `[heads, L_q,a, L_k,a]` logits table per axis.
+
+    Returns:
+        `[batch, heads, T, dim_v]`.
+    """
+    query_features, key_features, value = (
+        ops.convert_to_tensor(x) for x in (query_features, key_features, value)
+    )
+    count = len(tables)
+    key_grid = tuple(int(t.shape[-1]) for t in tables)
+    batch, heads = ops.shape(value)[0], ops.shape(value)[1]
+    features, dim_v = key_features.shape[-1], value.shape[-1]
+    value_and_ones = ops.concatenate([value, ops.ones_like(value[..., :1])], axis=-1)
+    outer = key_features[..., :, None] * value_and_ones[..., None, :]  # [b, h, S, m, dv+1]
+    mixed = ops.reshape(outer, (batch, heads) + key_grid + (features * (dim_v + 1),))
+    query_letters, key_letters = "mnopqrst"[:count], "abcdefgh"[:count]
+    for axis, table in enumerate(tables):
+        # Along axis a: Σ_(j_a) M_a[i_a, j_a] mixed[..., j_a, ...] (the other axes as they are).
+        before = query_letters[:axis] + key_letters[axis:]
+        after = query_letters[: axis + 1] + key_letters[axis + 1 :]
+        equation = f"zy{before}w,y{query_letters[axis]}{key_letters[axis]}->zy{after}w"
+        mixed = ops.einsum(equation, mixed, _axis_factor(table))
+    mixed = ops.reshape(mixed, (batch, heads, -1, features, dim_v + 1))
+    out = ops.einsum("bhnm,bhnmc->bhnc", query_features, mixed)
+    return safe_divide(out[..., :dim_v], out[..., dim_v:])
+
+
+def axes_logits(tables):
+    """Σ_a log M_a[p_a(i), p_a(j)] as `[heads, T, S]` (quadratic: references and maps only)."""
+    count = len(tables)
+    total = None
+    for axis, table in enumerate(tables):
+        # [h, L_q,a, L_k,a] placed on axis a of the query grid and axis a of the key grid.
+        shape = [1] * (2 * count)
+        shape[axis], shape[count + axis] = table.shape[-2], table.shape[-1]
+        index = tuple(slice(None) if d in (axis, count + axis) else None for d in range(2 * count))
+        placed = ops.convert_to_tensor(table)[(slice(None),) + index]
+        total = placed if total is None else total + placed
+    heads = ops.shape(tables[0])[0]
+    queries = int(np.prod([t.shape[-2] for t in tables]))
+    keys = int(np.prod([t.shape[-1] for t in tables]))
+    return ops.reshape(total, (heads, queries, keys))

@@ -27,5 +27,7 @@ class GridRelativeAttention(RelativeFavorAttention):
     (1, 13, 8)
     """
 
-    def __init__(self, num_heads, position_kernel="exact", **kwargs):
-        super().__init__(num_heads, position_kernel=position_kernel, **kwargs)
+    def __init__(self, num_heads, position_kernel="exact", pos_scales=None, **kwargs):
+        super().__init__(
+            num_heads, position_kernel=position_kernel, pos_scales=pos_scales, **kwargs
+        )

@@ -6,16 +6,14 @@ import numpy as np
 from keras import ops
 
 from relperf_tf import validation
-from relperf_tf.layers import toeplitz_attention
-from relperf_tf.layers.favor_attention import FavorAttention, select_token
+from relperf_tf.layers import toeplitz_attention, token_layout
+from relperf_tf.layers.favor_attention import FavorAttention, kernel_policy, select_token
 from relperf_tf.layers.grid_attention import has_class_token
-from relperf_tf.layers.grid_positions import grid_coordinates
 from relperf_tf.layers.sinusoid_encoding import LearnableSinusoidEncoding
 
 # How the positional logits enter: estimated with the content by FAVOR+ (the
 # paper), or as an exact factor with offsets on the finite axis or cyclic ones.
 POSITION_KERNELS = ("favor", "exact", "circular")
-POSITION_AXES = (1, 2)
 
 
 def rotate_pairs(pairs, alpha, beta):
@@ -39,48 +37,53 @@ def wrap_offsets(offsets, length):
 class RelativeFavorAttention(FavorAttention):
     """FAVOR+ attention whose q·k depends on positions only through differences.
 
-    Strategy 1: query_i = [W_q x_i ; e(p_i) R_h], key_j = [W_k x_j ; e(p_j)],
-    with one learned 2×2 block R = [[α, β], [−β, α]] per head and (sin, cos)
-    pair, so the positional part of q·k/√d is P(p_i − p_j) = Σ α cos(ωΔ) +
-    β sin(ωΔ) (/√d; d = key_dim + 2·pairs), summed over the position axes.
-    `position_kernel` says how P enters:
-    - `favor` (the paper): inside the FAVOR+ features; equivariant in
-      expectation over draws.
-    - `exact`: FAVOR+ features of the content only, times the exact factor
-      exp(P(p_i − p_j)): equivariant for any fixed draw. 1-D: a Toeplitz
-      product, dense or by FFT (`toeplitz_attention`), causal allowed; 2-D:
-      one product per grid axis (`grid_attention`).
+    Strategy 1 of arXiv:2102.07680: query_i = [W_q x_i ; e(p_i) R_h], key_j =
+    [W_k x_j ; e(p_j)], with one learned 2×2 block R = [[α, β], [−β, α]] per
+    head and (sin, cos) pair, so the positional part of q·k/√d is
+    P(p_i − p_j) = Σ α cos(ωΔ) + β sin(ωΔ) (/√d; d = key_dim + 2·pairs),
+    summed over the position axes. `position_kernel` says how P enters:
+    - `exact` (default): FAVOR+ features of the content only, times the exact
+      factor exp(P(p_i − p_j)): equivariant for any fixed draw. 1-D: a
+      Toeplitz product (`toeplitz_attention`), causal allowed; 2-D and more:
+      one product per axis (`grid_attention`).
     - `circular`: the same with offsets modulo the axis length: exactly
       invariant to cyclic shifts (T = S on every axis).
+    - `favor` (the paper): inside the FAVOR+ features; equivariant in
+      expectation over draws.
     With `content_rel_attn` (favor only), a Dense layer maps x_i to its own
     (α, β) per head and pair; the query gets that second rotated block and
     the key repeats e(p_j).
 
-    Positions: with `pos_scales` the layer owns its learnable sinusoid
-    encoding and positions come from the call: token order (1-D, any length),
-    or `grid_shape` (2-D, row-major, optionally after one class token without
-    position, whose factor is 1 with every token). Without `pos_scales` the
-    call passes encodings made elsewhere (`positions`; the image models share
-    one encoding across blocks).
+    Positions: by default the layer owns a learnable sinusoid encoding
+    (`pos_scales` frequencies per axis) of the positions along the attention
+    axes: token order for `[batch, tokens, dim]` inputs, (row, column) for
+    `attention_axes=(1, 2)` over `[batch, H, W, dim]`, and so on; any length
+    runs with the same weights. With `pos_scales=None` the call passes
+    encodings made elsewhere (`positions`; the image models share one
+    encoding across blocks).
 
     Args:
-        num_heads: int, number of heads.
-        position_kernel: `favor`, `exact` or `circular` (above).
+        num_heads, key_dim, value_dim, dropout, use_bias, output_shape,
+            attention_axes, sliding_window, flash_attention, initializers,
+            regularizers, constraints, use_gate, seed: as `FavorAttention`
+            (MultiHeadAttention's, in its order).
+        position_kernel: `exact` (default), `circular` or `favor` (above).
         pos_scales: int S >= 1, sinusoid frequencies per position axis of the
-            layer's own encoding; None: encodings are given at call time.
-        position_axes: 1 (sequences) or 2 (grids): axes of the own encoding.
+            layer's own encoding (default 4, as the paper and our shipped
+            models); None: encodings are given at call time.
+        position_axes: None (default: as many as the attention axes), or the
+            number of axes of the own encoding; 2 with `[batch, tokens, dim]`
+            inputs is the grid of the call's `grid_shape`.
         max_timescale: float T > 0, the own encoding's initial frequencies
-            ω_s = T^(−(s−1)/S).
-        content_rel_attn: bool, add the content-conditioned rotation: each
-            token also rotates the positional features by its own (α, β)
-            (`favor` only: a per-query rotation has no exact factor).
+            ω_s = T^(−(s−1)/S) (default 64: periods of 6 to 140 tokens).
+        content_rel_attn: bool, add the content-conditioned rotation (`favor`
+            only: a per-query rotation has no exact factor).
         alpha_initializer, beta_initializer: initializers of α and β
             `[heads, pairs]`; default N(0, 1) as in the paper (see
             `locality_prior` for a local start).
         toeplitz_method: `auto`, `dense` or `fft`: how the 1-D exact factor
             is applied (`toeplitz_attention`).
-        **kwargs: `FavorAttention`'s arguments (MultiHeadAttention's and the
-            FAVOR+ options).
+        **favor_options: the FAVOR+ options of `FavorKernel`, keyword only.
 
     Call arguments:
         query, value, key, masks, use_causal_mask, return_attention_scores,
@@ -91,8 +94,9 @@ class RelativeFavorAttention(FavorAttention):
             pair (query's, key's); `exact`/`circular`: `[row_offsets,
             col_offsets]`, encodings of the row offsets `[H_q, H_k, 2S]` and
             column offsets `[W_q, W_k, 2S]`.
-        grid_shape: (H, W) of the query's grid (2-D layers); tokens are H·W,
-            or H·W + 1 with a class token first.
+        grid_shape: (H, W) of the query's grid for `position_axes=2` on
+            `[batch, tokens, dim]` inputs; tokens are H·W, or H·W + 1 with a
+            class token first.
         key_grid_shape: (H, W) of the keys' grid (default: `grid_shape`).
         query_index: optional int, only that token's output (see `FavorAttention`;
             `exact`/`circular`: the class token, 0, only).
@@ -102,11 +106,14 @@ class RelativeFavorAttention(FavorAttention):
 
     Example:
     >>> x = keras.random.normal((2, 50, 16))
-    >>> layer = RelativeFavorAttention(4, position_kernel="exact", pos_scales=4)
+    >>> layer = RelativeFavorAttention(4, key_dim=4)
     >>> layer(x, x, use_causal_mask=True).shape
     (2, 50, 16)
     >>> layer(x[:, :20], x[:, :20]).shape  # another length, the same weights
     (2, 20, 16)
+    >>> grid = keras.random.normal((2, 6, 7, 16))  # 2-D positions over rows and columns
+    >>> RelativeFavorAttention(4, key_dim=4, attention_axes=(1, 2))(grid, grid).shape
+    (2, 6, 7, 16)
     """
 
     # The constructor arguments a model passes through from its own options.
@@ -115,9 +122,11 @@ class RelativeFavorAttention(FavorAttention):
     def __init__(
         self,
         num_heads,
-        position_kernel="favor",
-        pos_scales=None,
-        position_axes=1,
+        key_dim=None,
+        *args,
+        position_kernel="exact",
+        pos_scales=4,
+        position_axes=None,
         max_timescale=64.0,
         content_rel_attn=False,
         alpha_initializer=None,
@@ -125,17 +134,28 @@ class RelativeFavorAttention(FavorAttention):
         toeplitz_method="auto",
         **kwargs,
     ):
-        super().__init__(num_heads, **kwargs)
+        super().__init__(num_heads, key_dim, *args, **kwargs)
         validation.check_choice("position_kernel", position_kernel, POSITION_KERNELS)
         validation.check_optional_int("pos_scales", pos_scales, 1)
-        validation.check_choice("position_axes", position_axes, POSITION_AXES)
+        validation.check_optional_int("position_axes", position_axes, 1)
         validation.check_number("max_timescale", max_timescale, 0.0, exclusive_minimum=True)
         toeplitz_attention.check_method(toeplitz_method)
         self.check_options(content_rel_attn=content_rel_attn)
         self.check_kernel(position_kernel, content_rel_attn)
+        if self.sliding_window is not None and position_kernel == "circular":
+            raise ValueError(
+                "sliding_window is not allowed with position_kernel='circular': a circulant "
+                "band wraps around the ends; use position_kernel='exact' or no window."
+            )
+        axes = None if self.attention_axes is None else len(self.attention_axes)
+        if position_axes is not None and axes is not None and position_axes != axes:
+            raise ValueError(
+                f"position_axes={position_axes} does not fit attention_axes="
+                f"{self.attention_axes}; leave position_axes=None (one per attention axis)."
+            )
         self.position_kernel = position_kernel
         self.pos_scales = None if pos_scales is None else int(pos_scales)
-        self.position_axes = int(position_axes)
+        self.position_axes = None if position_axes is None else int(position_axes)
         self.max_timescale = float(max_timescale)
         self.content_rel_attn = bool(content_rel_attn)
         self.toeplitz_method = toeplitz_method
@@ -170,11 +190,12 @@ class RelativeFavorAttention(FavorAttention):
     def _pairs_from(self, positions_shape):
         """(sin, cos) pairs of α, β: the own encoding's, or those of the given encodings."""
         if self.pos_scales is not None:
-            return self.position_axes * self.pos_scales
+            return self.num_position_axes * self.pos_scales
         if positions_shape is None:
             raise ValueError(
-                f"{type(self).__name__} without pos_scales needs positions=… encodings at call "
-                "time; or set pos_scales to give the layer its own position encoding."
+                f"{type(self).__name__} with pos_scales=None needs positions=… encodings at "
+                "call time; or set pos_scales (default 4) to give the layer its own position "
+                "encoding."
             )
         if self.exact_factor:
             row_shape, col_shape = positions_shape
@@ -201,6 +222,12 @@ class RelativeFavorAttention(FavorAttention):
         return 2 * self.num_pairs * (2 if self.content_rel_attn else 1)
 
     def build(self, query_shape, value_shape=None, key_shape=None, positions_shape=None):
+        rank = len(query_shape)
+        attention_axes = len(token_layout.resolve_axes(self.attention_axes, rank))
+        # Axes of the own encoding; encodings given at call time: 2 offset tables (exact).
+        self.num_position_axes = self.position_axes or attention_axes
+        if self.pos_scales is None and self.exact_factor:
+            self.num_position_axes = 2
         self.num_pairs = self._pairs_from(positions_shape)
         self._build_projections(query_shape, value_shape, key_shape, positions_shape)
         self._build_rotations(query_shape)
@@ -211,7 +238,7 @@ class RelativeFavorAttention(FavorAttention):
                 self.pos_scales,
                 self.max_timescale,
                 name="positions",
-                dtype=self.dtype_policy.variable_dtype,  # phases ω·p in float32
+                dtype=kernel_policy(self.dtype_policy),  # phases ω·p in float32 (or float64)
             )
             self._encoding.build((None, 1))
 
@@ -230,17 +257,28 @@ class RelativeFavorAttention(FavorAttention):
 
     # --- positions of the layer's own encoding -------------------------------
 
-    def _grids(self, queries, keys, grid_shape, key_grid_shape):
-        """Per axis, the query's and the key's lengths; and whether each has a class token."""
-        if self.position_axes == 1:
-            if grid_shape is not None or key_grid_shape is not None:
+    def _grids(self, queries, keys, grids, grid_shape, key_grid_shape):
+        """The query's and the key's grids (sizes per position axis), and whether each has a
+        class token first (the legacy `grid_shape` form only)."""
+        query_grid, key_grid = grids
+        if grid_shape is None and key_grid_shape is None:
+            if len(query_grid) == self.num_position_axes:
+                return tuple(query_grid), tuple(key_grid), False, False
+            if self.num_position_axes == 2 and len(query_grid) == 1:
                 raise ValueError(
-                    "grid_shape is for 2-D layers (position_axes=2); a 1-D layer takes positions "
-                    "from the token order."
+                    "a 2-D layer (position_axes=2) on [batch, tokens, dim] inputs needs "
+                    "grid_shape=(H, W) at call time; or attend over two axes of a [batch, H, W, "
+                    "dim] input (attention_axes=(1, 2))."
                 )
-            return [(queries, keys)], False, False
-        if grid_shape is None:
-            raise ValueError("a 2-D layer (position_axes=2) needs grid_shape=(H, W) at call time.")
+            raise ValueError(
+                f"this layer encodes {self.num_position_axes} position axes; the call attends "
+                f"over {len(query_grid)}: set attention_axes (or position_axes) to match."
+            )
+        if self.num_position_axes != 2 or len(query_grid) != 1:
+            raise ValueError(
+                "grid_shape is for 2-D layers (position_axes=2) on [batch, tokens, dim] inputs; "
+                "this layer takes positions from its attention axes."
+            )
         grid_shape = tuple(int(s) for s in grid_shape)
         key_grid_shape = grid_shape if key_grid_shape is None else tuple(key_grid_shape)
         if len(grid_shape) != 2 or len(key_grid_shape) != 2:
@@ -250,47 +288,43 @@ class RelativeFavorAttention(FavorAttention):
             )
         query_class = has_class_token(queries, grid_shape, "queries")
         key_class = has_class_token(keys, key_grid_shape, "keys")
-        return list(zip(grid_shape, key_grid_shape)), query_class, key_class
+        return grid_shape, key_grid_shape, query_class, key_class
 
     def _encode(self, coordinates):
         """The own encoding of float coordinates `[..., 1]` → `[..., 2S]` (float32)."""
         return self._encoding(ops.cast(coordinates, "float32"))
 
-    def _own_token_encodings(self, queries, keys, grid_shape, key_grid_shape):
-        """Per-token encodings `[1, T, 2·pairs]`, `[1, S, 2·pairs]` (zeros for class tokens)."""
-        axes, query_class, key_class = self._grids(queries, keys, grid_shape, key_grid_shape)
-        if self.position_axes == 1:
-            return tuple(self._encode(ops.arange(n)[None, :, None]) for n in (queries, keys))
-        encodings = []
-        for side, class_token in ((0, query_class), (1, key_class)):
-            height, width = axes[0][side], axes[1][side]
-            coordinates = grid_coordinates(height, width)  # [H·W, 2]
-            encoding = ops.reshape(
-                self._encode(coordinates[..., None]), (height * width, -1)
-            )  # [H·W, 2·2S]: rows' pairs, then columns'
-            if class_token:
-                encoding = ops.pad(encoding, ((1, 0), (0, 0)))
-            encodings.append(encoding[None])
-        return tuple(encodings)
+    def _token_encodings(self, grid, class_token):
+        """Per-token encodings `[1, N, axes·2S]` of a row-major grid (zeros for a class token)."""
+        if len(grid) == 1:
+            encoding = self._encode(ops.arange(grid[0])[:, None])  # any length, also traced
+        else:
+            coordinates = np.stack(
+                np.unravel_index(np.arange(int(np.prod(grid))), grid), axis=-1
+            ).astype("float32")  # [N, axes]
+            encoding = ops.reshape(self._encode(coordinates[..., None]), (len(coordinates), -1))
+        if class_token:
+            encoding = ops.pad(encoding, ((1, 0), (0, 0)))
+        return encoding[None]
 
-    def _own_factor_logits(self, queries, keys, grid_shape, key_grid_shape):
-        """The exact factor's logits: 1-D `[(heads, T + S − 1)]`, 2-D `[rows, cols]` tables."""
-        axes, _, _ = self._grids(queries, keys, grid_shape, key_grid_shape)
+    def _own_factor_logits(self, query_grid, key_grid):
+        """The exact factor's logits: 1-D `[(heads, T + S − 1)]`, else one `[heads, L_q, L_k]`
+        table per axis."""
         circular = self.position_kernel == "circular"
-        for axis, (query_length, key_length) in enumerate(axes):
+        for axis, (query_length, key_length) in enumerate(zip(query_grid, key_grid)):
             static = isinstance(query_length, int) and isinstance(key_length, int)
             if circular and static and query_length != key_length:
                 raise ValueError(
                     f"position_kernel='circular' needs queries and keys of one length per axis; "
                     f"got {query_length} and {key_length} on axis {axis}."
                 )
-        if self.position_axes == 1:
-            offsets = toeplitz_attention.offsets_vector(queries, keys)  # [T + S − 1]
+        if len(query_grid) == 1:
+            offsets = toeplitz_attention.offsets_vector(query_grid[0], key_grid[0])
             if circular:
-                offsets = wrap_offsets(offsets, ops.cast(queries, "float32"))
+                offsets = wrap_offsets(offsets, ops.cast(query_grid[0], "float32"))
             return [self._axis_logits(self._encode(offsets[:, None]), 0)]
         logits = []
-        for axis, (query_length, key_length) in enumerate(axes):
+        for axis, (query_length, key_length) in enumerate(zip(query_grid, key_grid)):
             offsets = np.arange(query_length)[:, None] - np.arange(key_length)[None, :]
             if circular:
                 offsets = wrap_offsets(offsets, query_length)
@@ -305,10 +339,10 @@ class RelativeFavorAttention(FavorAttention):
         q·k/√d.
 
         P(Δ) = e(Δ) R · e(0) = Σ_s α_s cos ω_sΔ + β_s sin ω_sΔ, with axis
-        `axis`'s block of the (α, β) pairs (rows first, then columns, as in
-        strategy 1's features).
+        `axis`'s block of the (α, β) pairs (axes in order, as in strategy 1's
+        features).
         """
-        scales = self.num_pairs // (2 if self._is_grid_given() else self.position_axes)
+        scales = self.num_pairs // self.num_position_axes
         return self._rotated_logits(encoding, slice(axis * scales, (axis + 1) * scales), scales)
 
     def _rotated_logits(self, encoding, pairs, scales):
@@ -316,11 +350,9 @@ class RelativeFavorAttention(FavorAttention):
         lead = tuple(ops.shape(encoding)[:-1])
         encoding = ops.reshape(encoding, (1,) + lead + (scales, 2))
         index = (slice(None),) + (None,) * len(lead) + (pairs,)
-        rotated_cos = rotate_pairs(encoding, self.alpha[index], self.beta[index])[..., 1]
+        alpha, beta = (ops.cast(w, self.compute_dtype) for w in (self.alpha, self.beta))
+        rotated_cos = rotate_pairs(encoding, alpha[index], beta[index])[..., 1]
         return ops.sum(rotated_cos, axis=-1) / self.query_key_dim**0.5  # [h, ...]
-
-    def _is_grid_given(self):
-        return self.pos_scales is None and self.exact_factor
 
     def _positional_features(self, query_inputs, query_positions, key_positions):
         """Positional blocks of q and k, without copies per batch element.
@@ -341,10 +373,9 @@ class RelativeFavorAttention(FavorAttention):
         def as_heads(x, heads):  # [lead, h, n, pairs, 2] → [lead, h, n, P2]
             return ops.reshape(x, (ops.shape(x)[0], heads, ops.shape(x)[2], width))
 
+        alpha, beta = (ops.cast(w, query_inputs.dtype) for w in (self.alpha, self.beta))
         query_pairs = as_pairs(query_positions)
-        static = rotate_pairs(
-            query_pairs, self.alpha[None, :, None, :], self.beta[None, :, None, :]
-        )
+        static = rotate_pairs(query_pairs, alpha[None, :, None, :], beta[None, :, None, :])
         query_parts = [as_heads(static, self.num_heads)]
         if self.content_rel_attn:
             batch, tokens = ops.shape(query_inputs)[0], ops.shape(query_inputs)[1]
@@ -368,16 +399,18 @@ class RelativeFavorAttention(FavorAttention):
         q,
         k,
         query_index=None,
+        grids=None,
         positions=None,
         grid_shape=None,
         key_grid_shape=None,
     ):
-        queries, keys = toeplitz_attention.length(query, 1), toeplitz_attention.length(value, 1)
+        queries, keys = token_layout.length(query, 1), token_layout.length(value, 1)
+        grids = grids or ((queries,), (keys,))
         own = self.pos_scales is not None
         if own and positions is not None:
             raise ValueError(
-                "positions=… is for layers without pos_scales; this layer encodes positions "
-                "itself (token order, or grid_shape)."
+                "positions=… is for layers with pos_scales=None; this layer encodes positions "
+                "itself (its attention axes, or grid_shape)."
             )
         if not own and (grid_shape is not None or key_grid_shape is not None):
             raise ValueError(
@@ -386,11 +419,14 @@ class RelativeFavorAttention(FavorAttention):
             )
         if not own and positions is None:
             self._pairs_from(None)  # raises the message naming both ways
+        if own:
+            query_grid, key_grid, query_class, key_class = self._grids(
+                queries, keys, grids, grid_shape, key_grid_shape
+            )
         if not self.exact_factor:
             if own:
-                query_positions, key_positions = self._own_token_encodings(
-                    queries, keys, grid_shape, key_grid_shape
-                )
+                query_positions = self._token_encodings(query_grid, query_class)
+                key_positions = self._token_encodings(key_grid, key_class)
             elif isinstance(positions, (list, tuple)):
                 query_positions, key_positions = positions
             else:
@@ -409,7 +445,7 @@ class RelativeFavorAttention(FavorAttention):
         # d^(-1/4) of strategy 1's full width: q_c'·k_c' = q_c·k_c/√d.
         scale = (self.head_dim / self.query_key_dim) ** 0.25
         if own:
-            logits = self._own_factor_logits(queries, keys, grid_shape, key_grid_shape)
+            logits = self._own_factor_logits(query_grid, key_grid)
         else:
             logits = [self._axis_logits(encoding, axis) for axis, encoding in enumerate(positions)]
         if query_index is not None:

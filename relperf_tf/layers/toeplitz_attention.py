@@ -26,6 +26,7 @@ from keras import ops
 
 from relperf_tf import validation
 from relperf_tf.layers.feature_maps import NEGATIVE, safe_divide
+from relperf_tf.layers.token_layout import length
 
 METHODS = ("auto", "dense", "fft")
 # `auto` uses the dense product while T·S is at most this (measured: docs/benchmarks.md).
@@ -62,12 +63,6 @@ def _fft_length(size):
     while length < size:
         length *= 2
     return length
-
-
-def length(x, axis):
-    """The static size of `x` along `axis`, or its size when the graph runs."""
-    size = x.shape[axis]
-    return int(size) if size is not None else ops.shape(x)[axis]
 
 
 def _toeplitz_product_fft(factor, mixed, queries):

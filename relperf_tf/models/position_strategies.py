@@ -183,7 +183,7 @@ class RelativePositions(PositionStrategy):
         return tokens, encodings
 
     def attention(self, backbone, index, favor):
-        own = {}
+        own = dict(pos_scales=None)  # a grid's encodings come from the backbone, shared
         if backbone.grid_shape is None:
             own = dict(pos_scales=backbone.pos_scales, max_timescale=2.0 * backbone.max_length)
         return RelativeFavorAttention(
