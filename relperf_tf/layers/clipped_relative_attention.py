@@ -276,6 +276,12 @@ class ClippedRelativeAttention(FavorAttention):
                 out = out + ops.einsum("bhnk,bhkd->bhnd", window_weights, window_values)
         return safe_divide(out[..., :dim], out[..., dim:])
 
+    def _cache_kind(self):
+        raise ValueError(
+            "decoding with a cache is not allowed with ClippedRelativeAttention: its windows look "
+            "both ways (no causal form)."
+        )
+
     def _heads(
         self,
         query,
@@ -334,7 +340,11 @@ class ClippedRelativeAttention(FavorAttention):
         use_causal_mask=False,
         grid_shape=None,
         query_index=None,
+        cache=None,
+        cache_update_index=None,
     ):
+        if cache is not None:
+            self._cache_kind()  # raises why not
         if use_causal_mask:
             raise ValueError(
                 "use_causal_mask=True is not allowed with ClippedRelativeAttention: its windows "

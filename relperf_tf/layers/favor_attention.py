@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from relperf_tf import validation
-from relperf_tf.layers import attention_masks, counter_random, token_layout
+from relperf_tf.layers import attention_masks, counter_random, decoding, feature_maps, token_layout
 from relperf_tf.layers.dropout import Dropout
 from relperf_tf.layers.favor_kernel import FAVOR_OPTIONS, FavorKernel, upgrade_legacy_options
 
@@ -68,6 +68,9 @@ def fused_dense(inputs, layers):
 def implicit_mask(x):
     """The Keras mask attached to `x` (e.g. by `Embedding(mask_zero=True)`), or None."""
     return None if x is None else get_keras_mask(x)
+
+
+FEATURE_MAPS_CAUSAL = {name: fm.causal for name, fm in feature_maps.FEATURE_MAPS.items()}
 
 
 def _initializer(config):
@@ -164,10 +167,17 @@ class FavorAttention(keras.layers.Layer):
         query_index: optional int; compute only that token's output (its
             query against every key), `[batch, 1, dim]`: what a classifier
             that reads one token needs from the last block.
+        cache: decode causally one step at a time (`decoding`): the dict
+            from `initial_cache` or from the previous step; the call then
+            returns `(output, cache)` for the new tokens `query` `[batch,
+            T_new, dim]` (self-attention), equal to the full causal pass's
+            outputs for them. O(1) per token for FAVOR+ (a recurrent state).
+        cache_update_index: int or scalar tensor, the position of the first
+            new token (0 for a prompt, then the tokens seen so far).
 
     Returns:
         `[batch, T, *output_shape]` (the query's width by default), and the
-        weights with `return_attention_scores`.
+        weights with `return_attention_scores`; `(output, cache)` with `cache`.
 
     Example:
     >>> x = keras.random.normal((1, 9, 8))
@@ -511,8 +521,12 @@ class FavorAttention(keras.layers.Layer):
         training=None,
         use_causal_mask=False,
         query_index=None,
+        cache=None,
+        cache_update_index=None,
         **positions,
     ):
+        if cache is not None:
+            return self._decode(query, value, key, query_mask, cache, cache_update_index, positions)
         layout, query, value, key, masks = self._inputs(
             query,
             value,
@@ -552,6 +566,103 @@ class FavorAttention(keras.layers.Layer):
             return output
         weights = attention_masks.zero_masked_queries(weights, masks.query_valid)
         return output, layout.restore_scores(weights)
+
+    # --- decoding one step at a time -------------------------------------------
+
+    def _cache_kind(self):
+        """`recurrent` (an O(1) state) or `key_value` (the past tokens), or ValueError."""
+        if not FEATURE_MAPS_CAUSAL[self._favor.feature_map]:
+            raise ValueError(
+                f"decoding with a cache needs causal attention, which "
+                f"feature_map={self._favor.feature_map!r} has not; use softmax, relu or exact."
+            )
+        return "key_value" if self._favor.is_exact else "recurrent"
+
+    def initial_cache(self, batch_size, max_length=None):
+        """An empty cache for `call(..., cache=…, cache_update_index=…)`.
+
+        Args:
+            batch_size: int, the sequences decoded together.
+            max_length: int, the most tokens a key-value cache holds (needed for
+                the exact factor and exact softmax; the recurrent state has no
+                length).
+
+        Example:
+        >>> layer = FavorAttention(2, 4)
+        >>> x = keras.random.normal((1, 5, 8))
+        >>> full = layer(x, x, use_causal_mask=True)
+        >>> cache = layer.initial_cache(1)
+        >>> steps = []
+        >>> for t in range(5):
+        ...     y, cache = layer(x[:, t : t + 1], cache=cache, cache_update_index=t)
+        ...     steps.append(y)
+        >>> bool(ops.max(ops.abs(ops.concatenate(steps, axis=1) - full)) < 1e-5)
+        True
+        """
+        if not self.built:
+            raise ValueError(
+                f"{type(self).__name__} needs to be built before initial_cache (call it once, "
+                "or build((None, None, dim)))."
+            )
+        dtype = self._favor.compute_dtype
+        if self._cache_kind() == "recurrent":
+            return decoding.recurrent_cache(
+                batch_size,
+                self.num_heads,
+                self._favor.resolved_nb_features,
+                self.head_value_dim,
+                dtype,
+            )
+        validation.check_int("max_length", max_length, 1)
+        return decoding.key_value_cache(
+            batch_size,
+            self.num_heads,
+            max_length,
+            self.head_dim,
+            self.head_value_dim,
+            dtype,
+        )
+
+    def _decode_positional(self, query, q, k, index, length):
+        """Query and key blocks of new tokens at `index …`, and their positional logits
+        `[heads, T_new, length]` against every cached position (None: no factor)."""
+        return q, k, None
+
+    def _decode(self, query, value, key, query_mask, cache, index, positions):
+        """New tokens `query` `[b, T_new, dim]` at positions `index …`: (output, cache)."""
+        if (value is not None and value is not query) or key is not None or positions:
+            raise ValueError(
+                "a call with cache= decodes self-attention: pass the new tokens as query only "
+                "(no value, key or positions)."
+            )
+        if index is None:
+            raise ValueError(
+                "a call with cache= needs cache_update_index=<the first new position>."
+            )
+        kind = self._cache_kind()
+        if query_mask is None:
+            query_mask = implicit_mask(query)
+        dtype = self._favor.compute_dtype
+        gate = self._gate_dense(query) if self.use_gate else None
+        q, k, v = (ops.cast(x, dtype) for x in self._project(query, query, query))
+        length = ops.shape(cache["key"])[2] if kind == "key_value" else None
+        q, k, logits = self._decode_positional(query, q, k, index, length)
+        valid = (
+            ops.ones(tuple(ops.shape(query)[:2]), "bool")
+            if query_mask is None
+            else ops.cast(query_mask, "bool")
+        )
+        if kind == "recurrent":
+            key_weights = attention_masks.key_weights(valid, dtype)
+            heads, cache = decoding.recurrent_step(self._favor, q, k, v, cache, key_weights)
+        else:
+            keys = ops.cast(feature_maps.concatenate_blocks(k), dtype)
+            cache = decoding.write(cache, keys, v, valid, index)
+            heads = decoding.key_value_step(self._favor, q, cache, index, logits)
+        output = self._output(heads, query_mask, False, gate)
+        if self.output_shape is not None and len(self.output_shape) > 1:
+            output = ops.reshape(output, tuple(ops.shape(output)[:2]) + self.output_shape)
+        return output, cache
 
     def pair_weights(self, inputs, positions=None):
         """Unnormalised weights A_ij `[batch, heads, tokens, tokens]` of self-attention (see

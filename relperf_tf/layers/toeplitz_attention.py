@@ -3,25 +3,30 @@
 A_ij = exp(P(i − j)) · φ(q_i)·φ(k_j), out_i = Σ_j A_ij v_j / Σ_j A_ij, for
 queries i = 0…T−1 and keys j = 0…S−1 in token order. With
 T_j = φ(k_j) ⊗ [v_j, 1] (`[S, m·(d+1)]` channels), S_i = Σ_j exp(P(i − j)) T_j
-is a Toeplitz product on every channel and out_i ∝ φ(q_i)·S_i:
-- `dense`: the `[T, S]` matrix exp(P(i − j)) times T, O(T·S·m·d), exact;
-- `fft`: the same product as a linear convolution of length ≥ T + S − 1,
-  O(N log N·m·d) (Luo et al. 2021, arXiv:2106.12566); float32 FFTs carry an
-  absolute error ~1e-7 of the largest factor entry, so entries far below
-  that are lost;
-- `auto`: `dense` up to `DENSE_MAX_TOKENS` keys·queries, else `fft`, decided
-  when the graph runs if the lengths are not static, so that a model computes
-  the same function in `fit` (static lengths) and in `predict` (Keras relaxes
-  them). docs/benchmarks.md ("1-D exact factor") measures both: the FFT is
-  faster from a few hundred tokens, but loses the factor's small entries, and
-  a causal model, whose keys carry no ε, can then mis-normalise its early
-  tokens; the dense product is exact.
-P enters as one vector over Δ = −(S−1) … T−1; before exp it is shifted by
-its max per head (FFT) or per query row (dense); the scale cancels in each
-query's normalisation.
-Causal: factor 0 for j > i, still a (lower-triangular) Toeplitz product.
+is a Toeplitz product on every channel and out_i ∝ φ(q_i)·S_i. Both methods
+are exact (within 1e-5 relative of the dense float64 result, every row):
+- `dense`: the `[T, S]` table exp(P(i − j) − max_row), one matrix product per
+  head shared by the batch, O(T·S·m·d);
+- `fft`: the same product as a linear convolution in float64, O(N log N·m·d)
+  (Luo et al. 2021, arXiv:2106.12566). A float32 FFT carries an absolute error
+  ~1e-7 of the largest term, so sharp factors and causal keys (which carry no
+  ε) lose their small entries; float64 keeps ~1e-16. Rows that see only
+  factor entries far below the largest one (a causal row before the factor's
+  peak) would still drown in the others' rounding, so rows are put in levels
+  by the largest entry they see (`row_levels`), and a level's rows take the
+  factor with the entries above their level removed: exact for them, and
+  computed only when some row is in that level.
+- `auto` (default): `dense` while T·S is at most `DENSE_MAX_PAIRS`, else
+  `fft`; decided when the graph runs if the lengths are not static, so a
+  model computes the same function in `fit` and `predict`. The crossover is
+  measured (docs/benchmarks.md, "1-D exact factor"). Where float64 is not
+  available (JAX without `jax_enable_x64`), `auto` stays `dense` and `fft`
+  is refused.
+P enters as one vector over Δ = −(S−1) … T−1. Causal: factor 0 for j > i,
+still a (lower-triangular) Toeplitz product.
 """
 
+import keras
 from keras import ops
 
 from relperf_tf import validation
@@ -30,11 +35,25 @@ from relperf_tf.layers.token_layout import length
 
 METHODS = ("auto", "dense", "fft")
 # `auto` uses the dense product while T·S is at most this (measured: docs/benchmarks.md).
-DENSE_MAX_TOKENS = 2048 * 2048
+DENSE_MAX_PAIRS = 1024 * 1024
+# Row levels of the FFT: a level spans this many e-folds of the factor below the largest entry
+# (its rows see entries up to e^LEVEL_WIDTH above their own largest: float64 keeps 1e-9), and
+# LEVELS of them reach 3·LEVEL_WIDTH below it; deeper rows take the last level.
+LEVEL_WIDTH = 12.0
+LEVELS = 4
 
 
 def check_method(method):
     validation.check_choice("toeplitz_method", method, METHODS)
+
+
+def float64_available():
+    """Whether this backend computes in float64 (JAX only with `jax_enable_x64`)."""
+    if keras.backend.backend() != "jax":
+        return True
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
 
 
 def offsets_vector(queries, keys):
@@ -59,26 +78,80 @@ def _fft_length(size):
     """The smallest power of two >= size (sizes of the form 2^k are the FFT's fastest)."""
     if not isinstance(size, int):  # a length known only when the graph runs
         return ops.cast(2.0 ** ops.ceil(ops.log2(ops.cast(size, "float32"))), "int32")
-    length = 1
-    while length < size:
-        length *= 2
-    return length
+    size_power = 1
+    while size_power < size:
+        size_power *= 2
+    return size_power
 
 
-def _toeplitz_product_fft(factor, mixed, queries):
-    """Σ_j factor[i − j + S − 1] mixed[..., j] along the last axis, by FFT.
+def window_counts(flags, keys):
+    """How many of `flags` `[h, T + S − 1]` (bool) each query row i sees: the window
+    i … i + S − 1 of the offsets vector, `[h, T]` int32, by a cumulative sum."""
+    counts = ops.cumsum(ops.cast(flags, "int32"), axis=-1)
+    counts = ops.pad(counts, ((0, 0), (1, 0)))  # counts[k] = Σ flags[:k]
+    total = ops.shape(flags)[-1] + 1
+    queries = total - keys  # (T + S − 1 + 1) − S
+    return counts[:, keys : keys + queries] - counts[:, :queries]
 
-    factor `[heads, T + S − 1]`, mixed `[b, h, channels, S]` → `[b, h, channels, T]`.
+
+def row_levels(logits, keys, top):
+    """Each query row's level `[h, T]` int32: 0 if it sees an entry within LEVEL_WIDTH of the
+    largest `top` `[h, 1]`, 1 if within 2·LEVEL_WIDTH, …, at most LEVELS − 1."""
+    level = 0
+    for step in range(1, LEVELS):
+        seen = window_counts(logits >= top - step * LEVEL_WIDTH, keys)
+        level = level + ops.cast(seen == 0, "int32")
+    return level
+
+
+def _fft_attention(logits, outer, query_features, queries, keys):
+    """Σ_m φ_m(q_i) Σ_j exp(P(i − j)) outer[m, c, j] by float64 FFTs, `[b, h, T, c]`.
+
+    logits `[h, T + S − 1]` (−∞ where the factor is 0), outer `[b, h, m, c, S]`,
+    query_features `[b, h, T, m]`. Each row is scaled by the top of its level
+    (`row_levels`), which cancels in its normalisation; rows below level 0 (rare)
+    are computed again, only when there are any.
     """
-    keys = length(mixed, -1)
+    batch, heads, features, channels = (ops.shape(outer)[i] for i in range(4))
     size = _fft_length(queries + keys - 1)
-    factor_real, factor_imag = ops.rfft(factor, fft_length=size)  # [h, L/2 + 1]
-    mixed_real, mixed_imag = ops.rfft(mixed, fft_length=size)  # [b, h, c, L/2 + 1]
-    factor_real, factor_imag = factor_real[None, :, None], factor_imag[None, :, None]
-    real = mixed_real * factor_real - mixed_imag * factor_imag
-    imag = mixed_real * factor_imag + mixed_imag * factor_real
-    full = ops.irfft((real, imag), fft_length=size)  # the linear convolution
-    return full[..., keys - 1 : keys - 1 + queries]
+    logits = ops.cast(logits, "float64")
+    top = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))  # [h, 1]
+    flat = ops.reshape(ops.cast(outer, "float64"), (batch, heads, features * channels, keys))
+    spectrum_real, spectrum_imag = ops.rfft(flat, fft_length=size)
+    levels = ops.stop_gradient(row_levels(logits, keys, top))  # [h, T]
+
+    def level_attention(level):
+        ceiling = top - level * LEVEL_WIDTH
+        kept = ops.where(logits <= ceiling, logits - ceiling, NEGATIVE)
+        factor_real, factor_imag = ops.rfft(ops.exp(kept), fft_length=size)  # [h, L/2 + 1]
+        factor_real, factor_imag = factor_real[None, :, None], factor_imag[None, :, None]
+        real = spectrum_real * factor_real - spectrum_imag * factor_imag
+        imag = spectrum_real * factor_imag + spectrum_imag * factor_real
+        full = ops.irfft((real, imag), fft_length=size)  # the linear convolution
+        mixed = ops.cast(full[..., keys - 1 : keys - 1 + queries], query_features.dtype)
+        mixed = ops.reshape(mixed, (batch, heads, features, channels, queries))
+        return ops.einsum("bhim,bhmci->bhic", query_features, mixed)  # [b, h, T, c]
+
+    def deep_rows():
+        rows = levels[None, :, :, None]  # [1, h, T, 1]
+        correction = 0.0
+        for level in range(1, LEVELS):
+            correction = correction + ops.where(rows == level, level_attention(level), 0.0)
+        return correction
+
+    out = level_attention(0)
+    if LEVELS == 1:
+        return out
+    deep = ops.cond(ops.any(levels > 0), deep_rows, lambda: ops.zeros_like(out))
+    return ops.where(levels[None, :, :, None] > 0, deep, out)
+
+
+def _dense_mixed(logits, outer, queries, keys):
+    """The same product by the dense table, each query row scaled by its own max (over the keys
+    it may see), `[b, h, T, c]` from outer `[b, h, S, c]`."""
+    table = toeplitz_table(logits, queries, keys)  # [h, T, S]
+    table = ops.exp(table - ops.stop_gradient(ops.max(table, axis=-1, keepdims=True)))
+    return ops.einsum("hij,bhjc->bhic", table, outer)
 
 
 def toeplitz_linear_attention(
@@ -98,6 +171,11 @@ def toeplitz_linear_attention(
         `[batch, heads, T, dim_v]`.
     """
     check_method(method)
+    if method == "fft" and not float64_available():
+        raise ValueError(
+            "toeplitz_method='fft' needs float64, which JAX computes only with jax_enable_x64 "
+            "(jax.config.update('jax_enable_x64', True)); use toeplitz_method='auto' or 'dense'."
+        )
     query_features, key_features, value, logits = (
         ops.convert_to_tensor(x) for x in (query_features, key_features, value, logits)
     )
@@ -113,31 +191,26 @@ def toeplitz_linear_attention(
     batch, heads = ops.shape(value)[0], ops.shape(value)[1]
     features, dim_v = key_features.shape[-1], value.shape[-1]
     value_and_ones = ops.concatenate([value, ops.ones_like(value[..., :1])], axis=-1)
-    # T_j = φ(k_j) ⊗ [v_j, 1], channels first: [b, h, m·(d+1), S].
-    outer = key_features[..., :, None] * value_and_ones[..., None, :]  # [b, h, S, m, dv+1]
-    outer = ops.reshape(outer, (batch, heads, keys, features * (dim_v + 1)))
 
     def dense():
-        # Each query row scaled by its own max (over the keys it may see: causal rows over
-        # Δ = 0 … i, whatever the padding), so its largest factor is 1.
-        table = toeplitz_table(logits, queries, keys)  # [h, T, S]
-        table = ops.exp(table - ops.stop_gradient(ops.max(table, axis=-1, keepdims=True)))
-        return ops.einsum("hij,bhjc->bhic", table, outer)  # [b, h, T, m·(dv+1)]
+        # T_j = φ(k_j) ⊗ [v_j, 1], channels last: [b, h, S, m·(dv+1)].
+        outer = key_features[..., :, None] * value_and_ones[..., None, :]
+        outer = ops.reshape(outer, (batch, heads, keys, features * (dim_v + 1)))
+        mixed = _dense_mixed(logits, outer, queries, keys)
+        mixed = ops.reshape(mixed, (batch, heads, queries, features, dim_v + 1))
+        return ops.einsum("bhim,bhimc->bhic", query_features, mixed)  # [b, h, T, dv+1]
 
     def fft():
-        factor = ops.exp(logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True)))
-        return ops.swapaxes(
-            _toeplitz_product_fft(factor, ops.swapaxes(outer, -1, -2), queries), -1, -2
-        )
+        # T_j channels first, tokens last (the FFT's axis): [b, h, m, dv+1, S].
+        outer = ops.einsum("bhsm,bhsc->bhmcs", key_features, value_and_ones)
+        return _fft_attention(logits, outer, query_features, queries, keys)
 
-    if method == "dense":
-        mixed = dense()
+    if method == "dense" or (method == "auto" and not float64_available()):
+        out = dense()
     elif method == "fft":
-        mixed = fft()
+        out = fft()
     elif static:
-        mixed = dense() if queries * keys <= DENSE_MAX_TOKENS else fft()
+        out = dense() if queries * keys <= DENSE_MAX_PAIRS else fft()
     else:  # lengths known only when the graph runs: the same choice, made then
-        mixed = ops.cond(queries * keys <= DENSE_MAX_TOKENS, dense, fft)
-    mixed = ops.reshape(mixed, (batch, heads, queries, features, dim_v + 1))
-    out = ops.einsum("bhim,bhimc->bhic", query_features, mixed)  # [b, h, T, dv+1]
+        out = ops.cond(queries * keys <= DENSE_MAX_PAIRS, dense, fft)
     return safe_divide(out[..., :dim_v], out[..., dim_v:])
