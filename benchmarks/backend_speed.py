@@ -16,8 +16,8 @@ a user of the library would:
 - `torch-compile`: the same with `jit_compile=True` (`torch.compile`).
 Training: Adam, batch 16, the median seconds between batch ends after two
 warm-up batches; inference: batch 64, median of timed calls after a warm-up
-one. `--record` writes the table into the section "Keras backends" of
-docs/benchmarks.md (kept when the rest of that file is re-rendered).
+one. `--record` writes benchmarks/records/backend_speed.json, which
+`docs/render.py` renders into docs/benchmarks.md.
 """
 
 import argparse
@@ -118,24 +118,26 @@ def run_all(steps, timeout):
     return found
 
 
-def table(found):
-    """Markdown lines: one row per (model, setting), images/s and the ratio to TensorFlow's."""
-    from benchmarks.benchmarking import cpu_label
-
+def table(record):
+    """Markdown lines of a record: one row per (model, setting), images/s and the ratio to
+    TensorFlow's in the same sitting."""
+    rows = {(r["setting"], r["model"]): r for r in record["rows"]}
     lines = [
         "## Keras backends",
         "",
-        f"`benchmarks/backend_speed.py --record` ({cpu_label()}, {os.cpu_count()} cores; "
-        f"train batch {TRAIN_BATCH}, inference batch {INFER_BATCH}, 32×32 images, float32, "
-        "one process per row; ratios are to TensorFlow (XLA) in the same sitting):",
+        f"`benchmarks/backend_speed.py --record`: train batch {TRAIN_BATCH}, inference batch "
+        f"{INFER_BATCH}, 32×32 images, float32, one process per row; ratios are to TensorFlow "
+        "(XLA) in the same sitting.",
         "",
         "| model | backend | train img/s | vs TF | inference img/s | vs TF |",
         "|---|---|---|---|---|---|",
     ]
     for model_key in MODELS:
-        base = found.get(("tensorflow-xla", model_key), {})
+        base = rows.get(("tensorflow-xla", model_key), {})
         for setting in SETTINGS:
-            row = found[setting, model_key]
+            row = rows.get((setting, model_key))
+            if row is None:
+                continue
             if "error" in row:
                 lines.append(f"| {model_key} | {setting} | failed: {row['error']} | | | |")
                 continue
@@ -152,7 +154,7 @@ def main(argv=None):
     parser.add_argument("--worker", nargs=2, metavar=("SETTING", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=5, help="Timed steps per mode (median).")
     parser.add_argument("--timeout", type=int, default=900, help="Seconds allowed per row.")
-    parser.add_argument("--record", action="store_true", help="Write docs/benchmarks.md.")
+    parser.add_argument("--record", action="store_true", help="Write the record.")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps={args.steps} is not allowed; use an integer >= 1.")
@@ -163,12 +165,15 @@ def main(argv=None):
         print(json.dumps(measure(setting, model_key, args.steps)))
         return 0
     sys.path.insert(0, REPO)
-    lines = table(run_all(args.steps, args.timeout))
-    print("\n".join(lines))
-    if args.record:
-        from benchmarks import report
+    from benchmarks import records
 
-        report.replace_section(os.path.join(REPO, "docs", "benchmarks.md"), "backends", lines)
+    found = run_all(args.steps, args.timeout)
+    rows = [dict(model=model, setting=setting, **found[setting, model]) for setting, model in found]
+    record = dict(sittings=[records.provenance()], rows=rows)
+    print("\n".join(table(record)))
+    if args.record:
+        records.write(os.path.join(REPO, "benchmarks", "records", "backend_speed.json"), record)
+        print("recorded benchmarks/records/backend_speed.json; render it with docs/render.py")
     return 0
 
 

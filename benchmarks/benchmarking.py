@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.softmax_baseline import SoftmaxAttentionClassifier
-from relperf_tf.app import training
-from relperf_tf.app.precision import CPU_FLAGS, cpu_info, dtype_policy
+from relperf_tf.app import machine, training
+from relperf_tf.app.precision import dtype_policy
 from relperf_tf.layers import feature_maps
 from relperf_tf.layers.random_features import default_nb_features, orthogonal_random_matrix
 
@@ -30,9 +30,7 @@ BENCH_MODELS = (
 
 def cpu_label(info=None):
     """One line naming the CPU a row was measured on, e.g. 'AMD EPYC (family 25 model 1; avx2)'."""
-    info = info or cpu_info()
-    flags = ", ".join(info["flags"]) or "no " + "/".join(CPU_FLAGS)
-    return f"{info['model_name']} (family {info['family']} model {info['model']}; {flags})"
+    return machine.cpu_label(info, with_cores=False)
 
 
 def resolved_nb_features(
@@ -323,7 +321,9 @@ def _time_model(
 
         def fit_window(steps):
             clock = _BatchClock()
-            model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[clock])
+            model.fit(
+                data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[clock], shuffle=False
+            )
             return clock.stamps
 
         def manual_window(steps):

@@ -76,17 +76,6 @@ flags.DEFINE_string(
     os.path.join(REPO, "docs", "benchmarks.json"),
     "Results JSON (merged with earlier results).",
 )
-flags.DEFINE_string(
-    "report", os.path.join(REPO, "docs", "benchmarks.md"), "Markdown report to render."
-)
-flags.DEFINE_list(
-    "sequence_lengths",
-    None,
-    "Instead of the models: the 1-D exact factor (dense and FFT) against content-only FAVOR+ "
-    "at these sequence lengths, bidirectional and causal (benchmarks/sequence_factor.py), into "
-    "docs/sequence_factor.json and the report's '1-D exact factor' section; e.g. "
-    "1024,4096,16384,65536.",
-)
 flags.DEFINE_string("child", None, "internal: run one configuration and print its result")
 FLAGS = flags.FLAGS
 MODES = ("train", "infer", "serve")
@@ -120,26 +109,6 @@ def _row_key(r):
             "nb_features",
         )
     ) + (r.get("remat", False), r.get("precision", "float32"))
-
-
-def _sequence_factor():
-    from benchmarks import sequence_factor
-
-    try:
-        lengths = [int(n) for n in FLAGS.sequence_lengths]
-    except ValueError:
-        lengths = []
-    if not lengths or min(lengths) < 1:
-        cli.fail(
-            f"flag --sequence_lengths={','.join(FLAGS.sequence_lengths)} is not allowed; use "
-            "positive integers like 1024,4096."
-        )
-    sequence_factor.run(
-        lengths,
-        output=os.path.join(REPO, "docs", "sequence_factor.json"),
-        markdown=FLAGS.report,
-        timeout=FLAGS.timeout,
-    )
 
 
 def check_flags():
@@ -237,12 +206,7 @@ def main(argv):
     if FLAGS.child:
         benchmarking.main_child(FLAGS.child)
         return
-    from benchmarks import report
-
     with cli.errors_to_exit_codes():
-        if FLAGS.sequence_lengths:
-            _sequence_factor()
-            return
         sizes = check_flags()
     preset = training.PRESETS[FLAGS.preset]
     dims = {name: getattr(FLAGS, name) or preset[name] for name in ("dim", "depth", "heads")}
@@ -264,8 +228,7 @@ def main(argv):
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as f:
         json.dump(results, f, indent=2)
-    report.render(results, FLAGS.report)
-    print(f"wrote {FLAGS.output} and {FLAGS.report}")
+    print(f"recorded {FLAGS.output}; render it with python docs/render.py")
 
 
 def run():

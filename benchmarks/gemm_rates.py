@@ -15,8 +15,8 @@ machine only ever slows a call down):
 - `tf-xla`: the product alone under `jit_compile=True` (XLA:CPU's dot emitter).
 A product's rate is GFLOP/s (2·b·r·i·c / seconds); a mode's *GEMM time* sums
 count × seconds over its products, what the step would spend in GEMMs at that
-engine's rates. `--record` writes docs/gemm_rates.json and the section
-"GEMM rates" of docs/benchmarks.md.
+engine's rates. `--record` writes the record docs/gemm_rates.json, which
+`docs/render.py` renders into docs/benchmarks.md.
 """
 
 import argparse
@@ -214,13 +214,11 @@ def main(argv=None):
     lines = section(results, cpu)
     print("\n".join(lines))
     if args.record:
-        from benchmarks import report
+        from benchmarks import records
 
-        with open(os.path.join(REPO, "docs", "gemm_rates.json"), "w") as f:
-            json.dump(results, f, indent=1)
-        report.replace_section(
-            os.path.join(REPO, "docs", "benchmarks.md"), report.GEMM_SECTION, lines
-        )
+        results["sittings"] = [dict(records.provenance(), cpu=cpu)]
+        records.write(os.path.join(REPO, "docs", "gemm_rates.json"), results)
+        print("recorded docs/gemm_rates.json; render it with python docs/render.py")
     return results
 
 

@@ -1,67 +1,7 @@
-"""Renders benchmark results (JSON) as docs/benchmarks.md with PNG plots."""
+"""The whole-model benchmark tables and plots (docs/benchmarks.json, written by
+`scripts/benchmark.py`), as `docs/render.py` renders them into docs/benchmarks.md."""
 
 import os
-
-# Sections of docs/benchmarks.md written by other tools (benchmarks/peers/run.py,
-# benchmarks/sequence_factor.py, benchmarks/backend_speed.py, benchmarks/gemm_rates.py,
-# benchmarks/user_script.py): `render` keeps them, `replace_section` rewrites one.
-PEERS_SECTION = "peers"
-SEQUENCE_SECTION = "sequence_factor"
-BACKENDS_SECTION = "backends"
-GEMM_SECTION = "gemm_rates"
-USER_SCRIPT_SECTION = "user_script"
-KEPT_SECTIONS = (
-    PEERS_SECTION,
-    SEQUENCE_SECTION,
-    BACKENDS_SECTION,
-    GEMM_SECTION,
-    USER_SCRIPT_SECTION,
-)
-
-
-def _markers(name):
-    return (
-        f"<!-- {name}: begin (written by its own tool; kept when the rest is rendered) -->",
-        f"<!-- {name}: end -->",
-    )
-
-
-def read_section(path, name):
-    """The lines between a section's markers, markers included; [] when absent."""
-    if not os.path.exists(path):
-        return []
-    begin, end = _markers(name)
-    lines = open(path).read().splitlines()
-    if begin in lines and end in lines[lines.index(begin) :]:
-        start = lines.index(begin)
-        return lines[start : lines.index(end, start) + 1]
-    return []
-
-
-def replace_section(path, name, lines):
-    """Writes `lines` as the named section of the Markdown file, after its title paragraph when new;
-    the rest is kept."""
-    begin, end = _markers(name)
-    block = [begin] + list(lines) + [end]
-    old = open(path).read().splitlines() if os.path.exists(path) else ["# Benchmarks", ""]
-    current = read_section(path, name)
-    if current:
-        start = old.index(begin)
-        new = old[:start] + block + old[start + len(current) :]
-    else:  # before the first heading that no other tool's section holds
-        inside, at = False, len(old)
-        for i, line in enumerate(old):
-            if line.startswith("<!-- ") and ": begin " in line:
-                inside = True
-            elif line.startswith("<!-- ") and line.endswith(": end -->"):
-                inside = False
-            elif line.startswith("## ") and not inside:
-                at = i
-                break
-        new = old[:at] + block + [""] + old[at:]
-    with open(path + ".tmp", "w") as f:
-        f.write("\n".join(new) + "\n")
-    os.replace(path + ".tmp", path)
 
 
 def _plot(path, series, xlabel, ylabel, title, logx=False, logy=False):
@@ -386,8 +326,9 @@ def _profile(profiles):
     return lines
 
 
-def render(results, path):
-    folder = os.path.dirname(os.path.abspath(path))
+def render_lines(results, folder, title="# Benchmarks"):
+    """The Markdown lines of `results` (docs/benchmarks.json's form), plots written to
+    `folder`."""
     measured = [r for r in results.get("throughput", []) if "error" not in r]
     # Rows of the CPU of the newest row ("this CPU"); rows from other CPUs are
     # listed apart and never compared with these.
@@ -396,11 +337,11 @@ def render(results, path):
     earlier = [r for r in measured if r.get("cpu") != current]
     failed = [r for r in results.get("throughput", []) if "error" in r]
     lines = [
-        "# Benchmarks",
+        title,
         "",
-        f"CPU of these rows: {current or 'not recorded'}, {os.cpu_count()} cores (TensorFlow on "
+        f"CPU of these rows: {current or 'not recorded'} (TensorFlow on "
         "CPU). "
-        "Rendered by `scripts/benchmark.py` from `docs/benchmarks.json`; each configuration ran "
+        "Measured by `scripts/benchmark.py` into `docs/benchmarks.json`; each configuration ran "
         "in its own process: "
         "untimed warm-up, then the median of the timed windows. FLOP counts are analytic "
         "(multiply-adds × 2; training = 3 × forward). "
@@ -410,9 +351,6 @@ def render(results, path):
         "`tf.function`): their ratio is the `fit` overhead.",
         "",
     ]
-    for name in KEPT_SECTIONS:
-        kept = read_section(path, name)
-        lines += kept + ([""] if kept else [])
     lines += ["## Throughput and memory", "", _HEADER, _RULE]
     for r in sorted(rows, key=_order):
         lines.append(_row_line(r))
@@ -505,8 +443,4 @@ def render(results, path):
             logy=True,
         )
         lines += ["", "![approximation error](approximation.png)", ""]
-    notes = results.get("notes", [])
-    if notes:
-        lines += ["## Notes on these measurements", ""] + [f"- {note}" for note in notes] + [""]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    return lines

@@ -8,20 +8,22 @@ fresh process:
 - `command`: what `relperf-train` runs: the glibc malloc settings of
   `relperf_cli.TUNABLES` in the environment, the model compiled by the
   application (`training.build_compiled_model`: XLA, its direct steps);
-- `user`: `import relperf_tf`, `relperf_tf.build_model(...)`,
+- `user`: the documented call first (`relperf_cli.tune_process()`: the
+  commands' malloc and oneDNN settings, before TensorFlow loads), then
+  `import relperf_tf`, `relperf_tf.build_model(...)`,
   `model.compile(..., jit_compile=True)`, `model.fit(...)`: nothing set
   outside the script (no GLIBC_TUNABLES);
-- `user-default`: the same with Keras' default `jit_compile="auto"`;
+- `user-plain`: `user` without that call (importing the library changes
+  nothing in the process);
+- `user-default`: `user` with Keras' default `jit_compile="auto"`;
 - `command-graph`: `command` with `--nojit_compile` (a TensorFlow graph);
-- `user-untuned`: `user` with `RELPERF_MALLOC_TUNING=0` (the malloc
-  settings importing the library applies, undone);
 - `user-default-eigen`: `user-default` with `TF_ENABLE_ONEDNN_OPTS=0`
   (TensorFlow's own matrix products instead of oneDNN's);
 - `user-no-dropout`: `user` with `attn_dropout=0, ff_dropout=0` (every other
   row trains with the backbone's default dropout of 0.1, as the commands do).
 A row is the median seconds between batch ends after two warm-up batches.
-`--record` writes the table into the section "A user's own script" of
-docs/benchmarks.md (kept when the rest of that file is re-rendered).
+`--record` writes the rows to benchmarks/records/user_script.json (with the
+command, date, commit and CPU); `docs/render.py` renders it into docs/benchmarks.md.
 """
 
 import argparse
@@ -40,9 +42,9 @@ VARIANTS = (
     "command",
     "command-graph",
     "user",
+    "user-plain",
     "user-default",
     "user-default-eigen",
-    "user-untuned",
     "user-no-dropout",
 )
 MODEL = dict(dim=128, depth=4, heads=4, nb_features=110, feature_redraw_interval=0)
@@ -55,6 +57,10 @@ TUNABLES = re.search(
 
 def child(variant, steps):
     """Trains `steps` batches in this process; prints the seconds between batch ends."""
+    if variant.startswith("user") and variant != "user-plain":
+        import relperf_cli
+
+        relperf_cli.tune_process()  # the documented call, before TensorFlow loads
     import keras
     import numpy as np
 
@@ -105,8 +111,6 @@ def environment(variant):
         env["GLIBC_TUNABLES"] = TUNABLES
     if variant == "user-default-eigen":
         env["TF_ENABLE_ONEDNN_OPTS"] = "0"
-    if variant == "user-untuned":
-        env["RELPERF_MALLOC_TUNING"] = "0"
     return env
 
 
@@ -129,11 +133,12 @@ def section(rows, cpu):
         "fresh process, median seconds between batch ends after two warm-up batches. `command`:",
         "what `relperf-train` runs (malloc settings in the environment, the application's",
         "compiled model, XLA); `command-graph`: the same without XLA; `user`:",
-        "`relperf_tf.build_model` + `model.compile(jit_compile=True)` + `model.fit` with nothing",
-        'set outside the script; `user-default`: Keras\' default `jit_compile="auto"` (no XLA on',
-        "a CPU); `user-default-eigen`: that with `TF_ENABLE_ONEDNN_OPTS=0`; `user-untuned`:",
-        "`user` with `RELPERF_MALLOC_TUNING=0`; `user-no-dropout`: `user` without dropout (the",
-        "other rows train with the default 0.1).",
+        "`relperf_cli.tune_process()` first, then `relperf_tf.build_model` +",
+        "`model.compile(jit_compile=True)` + `model.fit`, nothing set outside the script;",
+        "`user-plain`: `user` without that call; `user-default`: Keras' default",
+        '`jit_compile="auto"` (no XLA on a CPU); `user-default-eigen`: that with',
+        "`TF_ENABLE_ONEDNN_OPTS=0`; `user-no-dropout`: `user` without dropout (the other rows",
+        "train with the default 0.1).",
         "",
         "| variant | ms/step | img/s | vs command |",
         "|---|---|---|---|",
@@ -177,15 +182,15 @@ def main(argv=None):
             rows.append(dict(variant=variant, seconds=statistics.median(r["seconds"] for r in ok)))
         else:
             rows.append(results[-1])
-    from benchmarks import report
-
     cpu = child_process.cpu_label(environment("user"))
-    lines = section(rows, cpu)
-    print("\n".join(lines))
+    print("\n".join(section(rows, cpu)))
     if args.record:
-        report.replace_section(
-            os.path.join(REPO, "docs", "benchmarks.md"), report.USER_SCRIPT_SECTION, lines
-        )
+        from benchmarks import records
+
+        sitting = dict(records.provenance(), cpu=cpu)
+        path = os.path.join(REPO, "benchmarks", "records", "user_script.json")
+        records.write(path, dict(sittings=[sitting], rows=rows))
+        print(f"recorded {os.path.relpath(path, REPO)}; render it with python docs/render.py")
     return rows
 
 

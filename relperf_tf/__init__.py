@@ -5,21 +5,16 @@ Implements *Translational Equivariance in Kernelizable Attention*
 
 The library is `relperf_tf.layers` (attention and embedding layers),
 `relperf_tf.models` (the backbone, its position strategies, the tasks and
-presets) and `relperf_tf.schedules`. Importing it registers its Keras objects
-(so `.keras` files reload) and, before Keras loads TensorFlow, applies
-`cpu_tuning`'s process settings: glibc's malloc thresholds raised (TensorFlow's
-per-step blocks stay in the heap; `RELPERF_MALLOC_TUNING=0` leaves malloc
-alone) and `TF_ENABLE_ONEDNN_OPTS=1` when unset. The application
-(data, training, tuning, export, the `relperf-*` commands) is
-`relperf_tf.app`, which imports the library and never the other way round.
+presets) and `relperf_tf.schedules`; it needs Keras and NumPy, on any Keras
+backend. Importing it registers its Keras objects (so `.keras` files reload)
+and changes nothing else in the process. The application (data, training,
+tuning, export, the `relperf-*` commands) is `relperf_tf.app`, which imports
+the library and never the other way round, and needs the `app` extra
+(TensorFlow for tf.data, tf.distribute and SavedModel).
 """
 
-from relperf_tf.cpu_tuning import tune_process
-
-tune_process()  # before Keras loads TensorFlow, which reads TF_ENABLE_ONEDNN_OPTS once
-
-from relperf_tf import layers, models, schedules  # noqa: E402
-from relperf_tf.models import (  # noqa: E402
+from relperf_tf import layers, models, schedules
+from relperf_tf.models import (
     MODEL_NAMES,
     ImageClassifier,
     PerformerBackbone,
@@ -41,4 +36,4 @@ __all__ = [
     "models",
     "schedules",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

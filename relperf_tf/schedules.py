@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 SCHEDULES = ("constant", "noam", "cosine")
+"""The names `WarmupSchedule` accepts for `schedule`."""
 
 
 @keras.saving.register_keras_serializable(package="relperf_tf")
@@ -20,9 +21,12 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         warmup: int, linear warm-up steps (0: none; noam needs >= 1).
         total_steps: int, the step at which `cosine` reaches 0 (> warmup; cosine only).
 
+    Steps count from 0, as the optimizer's `iterations` do; step s is the (s+1)-th update.
+
     Example:
-    >>> float(WarmupSchedule(1e-3, "noam", 100)(400))
-    0.0005
+    >>> schedule = WarmupSchedule(1e-3, "noam", warmup=100)
+    >>> round(float(schedule(99)), 8), round(float(schedule(399)), 8)  # peak, then 1e-3·√(100/400)
+    (0.001, 0.0005)
     """
 
     def __init__(self, learning_rate, schedule="constant", warmup=0, total_steps=None):

@@ -35,7 +35,7 @@ def tokens(batch, length, seed=0, scale=1.0):
 
 
 def numpy_dense(layer, x):
-    kernel, bias = (np.array(w, "float64") for w in layer.weights[:2])
+    kernel, bias = (np.array(w.numpy(), "float64") for w in layer.weights[:2])
     return x.astype("float64") @ kernel + bias
 
 
@@ -47,9 +47,9 @@ def numpy_heads(x, heads):
 def numpy_axis_logits(layer, offsets, axis=0):
     """P(Δ)/√d over an array of offsets from the layer's α, β and own frequencies."""
     scales = layer.pos_scales
-    omega = np.array(layer._encoding.frequencies, "float64")  # [S]
-    alpha = np.array(layer.alpha, "float64")[:, axis * scales : (axis + 1) * scales]
-    beta = np.array(layer.beta, "float64")[:, axis * scales : (axis + 1) * scales]
+    omega = np.array(layer._encoding.frequencies.numpy(), "float64")  # [S]
+    alpha = np.array(layer.alpha.numpy(), "float64")[:, axis * scales : (axis + 1) * scales]
+    beta = np.array(layer.beta.numpy(), "float64")[:, axis * scales : (axis + 1) * scales]
     angles = np.asarray(offsets, "float64")[..., None] * omega  # [..., S]
     logits = np.einsum("...s,hs->h...", np.cos(angles), alpha) + np.einsum(
         "...s,hs->h...", np.sin(angles), beta
@@ -331,7 +331,7 @@ def test_1d_layer_runs_at_any_length_with_the_same_weights():
     weights = None
     for length in (5, 37, 300):
         assert layer(tokens(1, length), tokens(1, length)).shape == (1, length, DIM)
-        now = [np.array(w) for w in layer.weights]
+        now = [np.array(w.numpy()) for w in layer.weights]
         if weights is not None:
             assert all(np.array_equal(a, b) for a, b in zip(weights, now))
         weights = now

@@ -1,9 +1,17 @@
 """Benchmark bookkeeping: FLOP counts, window medians, targets met or not."""
 
+import os
+
 import numpy as np
 import pytest
 
 from benchmarks import benchmarking, report
+
+
+def render(results, path):
+    """docs/render.py's benchmark section of `results`, written to `path` (plots beside it)."""
+    lines = report.render_lines(results, os.path.dirname(str(path)))
+    open(path, "w").write("\n".join(lines) + "\n")
 
 
 def test_resolved_features_follow_each_models_query_width():
@@ -117,7 +125,7 @@ def test_targets_use_the_best_setting_and_say_met_or_not(tmp_path):
         row("Performer", "train", 16385, 0.25, rss=3.5, batch=4, remat=True),
     ]
     path = tmp_path / "bench.md"
-    report.render(dict(throughput=rows), str(path))
+    render(dict(throughput=rows), str(path))
     text = path.read_text()
     assert "| Performer training ≥ 27 img/s (stretch ≥ 38) | 30.0 img/s (XLA) | yes |" in text
     assert "| Performer inference ≥ 105 img/s | 50.0 img/s (XLA) | no |" in text
@@ -149,7 +157,7 @@ def test_gemm_floor_bounds_the_performer_targets(tmp_path):
         gemm_gflop=96.0,
     )
     path = tmp_path / "bench.md"
-    report.render(dict(throughput=[train, row("Performer", "infer", 1025, 50.0)]), str(path))
+    render(dict(throughput=[train, row("Performer", "infer", 1025, 50.0)]), str(path))
     text = path.read_text()
     assert (
         "| Performer training ≥ 27 img/s (stretch ≥ 38) | 20.0 img/s (XLA); its GEMMs alone allow "
@@ -158,7 +166,7 @@ def test_gemm_floor_bounds_the_performer_targets(tmp_path):
     assert "| Performer inference ≥ 105 img/s | 50.0 img/s (XLA) | no |" in text
     assert "| Performer | train | 16 | XLA | 800 | 96.0 | 640 (25.0) | 400 (40.0) | 160 |" in text
     # Rows without a measured floor render no floor section.
-    report.render(dict(throughput=[row("Performer", "train", 1025, 20.0)]), str(path))
+    render(dict(throughput=[row("Performer", "train", 1025, 20.0)]), str(path))
     assert "GEMM floor" not in path.read_text()
 
 
@@ -168,7 +176,7 @@ def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
     import sys
 
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "benchmark.py")
-    output, report_path = tmp_path / "bench.json", tmp_path / "bench.md"
+    output = tmp_path / "bench.json"
     cases = (
         ("--nb_features=0", "--nb_features=0"),
         ("--repeats=3", "--repeats=3"),
@@ -183,7 +191,6 @@ def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
                 flag,
                 "--image_sizes=16,32" if "serve" in flag else "--image_sizes=32",
                 f"--output={output}",
-                f"--report={report_path}",
                 "--noapproximation",
             ],
             capture_output=True,
@@ -192,7 +199,7 @@ def test_bad_benchmark_flags_fail_in_one_line_and_write_nothing(tmp_path):
         assert result.returncode != 0
         error = result.stderr.strip().splitlines()[-1]
         assert error.startswith("error: flag " + named) and "allowed" in error
-    assert not output.exists() and not report_path.exists()
+    assert not output.exists()
 
 
 @pytest.mark.slow
@@ -238,7 +245,7 @@ def test_serving_rows_time_the_exported_signature_and_render(tmp_path, jit_compi
     assert row["first_call_ms"] > 0
     assert "gemm_floor_ms" not in row
     path = tmp_path / "bench.md"
-    report.render(dict(throughput=[row]), str(path))
+    render(dict(throughput=[row]), str(path))
     assert (
         f"| Performer | 4 | {'XLA' if jit_compile else 'plain'} | {row['latency_p50_ms']:.1f} | "
         f"{row['latency_p99_ms']:.1f} | {row['first_call_ms']:.0f} | 3 | "
@@ -263,9 +270,9 @@ def test_targets_compare_rows_of_the_newest_rows_cpu_only(tmp_path):
         dict(row("ClippedRelativePerformer", "train", 1025, 12.0), cpu="Slow CPU"),
     ]
     path = tmp_path / "bench.md"
-    report.render(dict(throughput=old + new), str(path))
+    render(dict(throughput=old + new), str(path))
     text = path.read_text()
-    assert text.startswith("# Benchmarks\n\nCPU of these rows: Slow CPU,")
+    assert text.startswith("# Benchmarks\n\nCPU of these rows: Slow CPU (")
     assert "| Performer training ≥ 27 img/s (stretch ≥ 38) | 20.0 img/s (XLA) | no |" in text
     assert (
         "| ClippedRelativePerformer training ≥ 0.5× Performer | 0.60× (XLA, m = 110 vs 110) | yes |"

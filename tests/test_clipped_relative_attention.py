@@ -38,7 +38,7 @@ def test_linear_time_equals_brute_force_on_non_square_grid(clip):
     )
     fast = np.array(layer.relative_heads(query, value))
     slow = brute_force_relative(
-        query, value, np.array(layer.relative_embeddings), height, width, clip, True
+        query, value, np.array(layer.relative_embeddings.numpy()), height, width, clip, True
     )
     np.testing.assert_allclose(fast, slow, atol=1e-5)
 

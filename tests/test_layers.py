@@ -58,7 +58,7 @@ def test_position_embedding(tmp_path):
     layer = PositionEmbedding(7)
     out = np.array(layer(tokens))
     np.testing.assert_allclose(
-        out - tokens, np.broadcast_to(np.array(layer.table)[:5], out.shape), atol=1e-6
+        out - tokens, np.broadcast_to(np.array(layer.table.numpy())[:5], out.shape), atol=1e-6
     )
     with pytest.raises(ValueError, match="9 tokens are not allowed; this PositionEmbedding has"):
         PositionEmbedding(7)(np.zeros((1, 9, 8), "float32"))

@@ -7,8 +7,6 @@ import sys
 
 import pytest
 
-from benchmarks import report
-
 PEERS = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "peers")
 sys.path.insert(0, PEERS)
 import peer_table  # noqa: E402
@@ -119,22 +117,6 @@ def test_rounds_report_their_median_and_range_and_other_modes_are_kept(tmp_path)
     assert "on 2026-11-20 (infer), 2026-11-26 (train); rows with a range ran 3 rounds" in text
 
 
-def test_section_is_written_once_and_kept_when_the_benchmarks_render(tmp_path):
-    path = tmp_path / "benchmarks.md"
-    path.write_text("# Benchmarks\n\nintro\n\n## Throughput and memory\n\nrows\n")
-    report.replace_section(str(path), report.PEERS_SECTION, ["## Peers", "first"])
-    report.replace_section(str(path), report.PEERS_SECTION, ["## Peers", "second"])
-    text = path.read_text()
-    assert text.count("## Peers") == 1 and "second" in text and "first" not in text
-    assert text.index("intro") < text.index("## Peers") < text.index(
-        "## Throughput and memory"
-    ) and text.endswith("rows\n")
-    report.render(dict(throughput=[]), str(path))
-    text = path.read_text()
-    assert "second" in text and text.index("## Peers") < text.index("## Throughput and memory")
-    assert report.read_section(str(tmp_path / "absent.md"), report.PEERS_SECTION) == []
-
-
 @pytest.mark.parametrize(
     "flag, named",
     [
@@ -145,32 +127,17 @@ def test_section_is_written_once_and_kept_when_the_benchmarks_render(tmp_path):
     ],
 )
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, flag, named):
-    output, report_path = tmp_path / "peers.json", tmp_path / "bench.md"
+    output = tmp_path / "peers.json"
     result = subprocess.run(
         [
             sys.executable,
             os.path.join(PEERS, "run.py"),
             flag,
             f"--output={output}",
-            f"--report={report_path}",
         ],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {named}")
-    assert not output.exists() and not report_path.exists()
-
-
-def test_a_new_section_goes_beside_the_others_never_inside_one(tmp_path):
-    """Every tool's section is its own block: a second one lands after the first's end marker,
-    and rendering keeps each once."""
-    path = tmp_path / "benchmarks.md"
-    path.write_text("# Benchmarks\n\nintro\n\n## Throughput and memory\n\nrows\n")
-    report.replace_section(str(path), report.PEERS_SECTION, ["## Peers", "peer rows"])
-    report.replace_section(str(path), report.BACKENDS_SECTION, ["## Keras backends", "rows"])
-    peers = report.read_section(str(path), report.PEERS_SECTION)
-    assert not any("Keras backends" in line for line in peers)
-    report.render(dict(throughput=[]), str(path))
-    text = path.read_text()
-    assert text.count("## Peers") == 1 and text.count("## Keras backends") == 1
+    assert not output.exists()

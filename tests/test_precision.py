@@ -110,7 +110,7 @@ def test_with_policy_keeps_the_weights_and_changes_only_the_arithmetic():
     assert bf16.dtype_policy.name == "mixed_bfloat16" and model.dtype_policy.name == "float32"
     for a, b in zip(model.weights, bf16.weights):
         assert a.path == b.path and a.dtype == b.dtype and a.dtype in ("float32", "int64")
-        np.testing.assert_array_equal(np.array(a), np.array(b))
+        np.testing.assert_array_equal(np.array(a.numpy()), np.array(b.numpy()))
     images = np.random.default_rng(1).random((2, 8, 8, 1)).astype("float32")
     fp32_logits, bf16_logits = np.array(model(images)), np.array(bf16(images))
     assert bf16_logits.dtype == np.float32

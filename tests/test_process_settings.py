@@ -1,6 +1,7 @@
 """Process settings: commands restart once with glibc malloc settings and respect the user's own;
-importing the library raises the same thresholds in the running process (mallopt) and turns
-TensorFlow's oneDNN kernels on when TensorFlow is not loaded yet, and changes nothing else."""
+importing the library changes nothing in the process (environment, malloc, warnings); the one
+documented call, `relperf_cli.tune_process()`, raises the same thresholds in the running process
+(mallopt) and turns TensorFlow's oneDNN kernels on when TensorFlow is not loaded yet."""
 
 import json
 import os
@@ -10,8 +11,7 @@ import sys
 
 import pytest
 
-import relperf_cli as fast_malloc
-from relperf_tf import cpu_tuning
+import relperf_cli
 from tests.conftest import REPO
 
 # Loads relperf_cli.py alone (no package, no TensorFlow) and restarts: a script
@@ -42,7 +42,7 @@ def run_probe(tmp_path, **env):
 
 
 def test_restarts_with_the_tunables(tmp_path):
-    assert run_probe(tmp_path)[0] == fast_malloc.TUNABLES
+    assert run_probe(tmp_path)[0] == relperf_cli.TUNABLES
 
 
 def test_respects_the_users_settings_and_the_opt_out(tmp_path):
@@ -55,9 +55,9 @@ def test_respects_the_users_settings_and_the_opt_out(tmp_path):
     )  # no tunables printed, only the pid
 
 
-def test_importing_the_library_has_no_other_side_effects():
-    """No restart, no warnings filter, no environment change (measured after Keras and TensorFlow
-    themselves are imported)."""
+def test_importing_the_library_changes_nothing_in_the_process():
+    """No restart, no warnings filter, no environment change, no malloc setting (measured after
+    Keras and TensorFlow themselves are imported)."""
     probe = (
         "import json, os, warnings\n"
         "import keras, tensorflow\n"
@@ -81,7 +81,10 @@ def test_importing_the_library_has_no_other_side_effects():
 # (Counting page faults instead depends on the host: with transparent huge pages a mapped block
 # faults 16 times, not 8 192.)
 PLACEMENT_PROBE = (
-    "import ctypes, numpy\n"
+    "import ctypes, sys, numpy\n"
+    "import relperf_cli\n"
+    "if sys.argv[1] == 'call':\n"
+    "    relperf_cli.tune_process()\n"
     "import relperf_tf\n"
     "class Info(ctypes.Structure):\n"
     "    names = 'arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost'\n"
@@ -98,10 +101,10 @@ PLACEMENT_PROBE = (
 )
 
 
-def test_importing_the_library_keeps_large_blocks_in_the_heap():
-    """How many of three 32 MiB blocks glibc maps on their own, with the library's malloc
-    settings and with RELPERF_MALLOC_TUNING=0 (both started without GLIBC_TUNABLES, as a user's
-    script is)."""
+def test_the_documented_call_keeps_large_blocks_in_the_heap():
+    """How many of three 32 MiB blocks glibc maps on their own: with `tune_process()` first, with
+    it opted out (RELPERF_MALLOC_TUNING=0), and with the library imported alone (all started
+    without GLIBC_TUNABLES, as a user's script is)."""
     import ctypes
 
     if not hasattr(ctypes.CDLL(None), "mallinfo2"):
@@ -110,49 +113,77 @@ def test_importing_the_library_keeps_large_blocks_in_the_heap():
     base = {
         k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RELPERF_MALLOC_TUNING")
     }
-    for opt_out in (False, True):
-        env = dict(base, RELPERF_MALLOC_TUNING="0") if opt_out else base
+    for case, env, argument in (
+        ("call", base, "call"),
+        ("opted out", dict(base, RELPERF_MALLOC_TUNING="0"), "call"),
+        ("import only", base, "import"),
+    ):
         result = subprocess.run(
-            [sys.executable, "-c", PLACEMENT_PROBE],
+            [sys.executable, "-c", PLACEMENT_PROBE, argument],
             capture_output=True,
             text=True,
             env=env,
             cwd=REPO,
         )
         assert result.returncode == 0, result.stderr
-        mapped[opt_out] = int(result.stdout.split()[-1])
-    assert mapped == {False: 0, True: 3}, mapped
+        mapped[case] = int(result.stdout.split()[-1])
+    assert mapped == {"call": 0, "opted out": 3, "import only": 3}, mapped
 
 
 def test_onednn_is_turned_on_only_when_unset_and_before_tensorflow():
     environ = {}
-    assert cpu_tuning.enable_onednn(environ, modules={}) and environ == {
+    assert relperf_cli.enable_onednn(environ, modules={}) and environ == {
         "TF_ENABLE_ONEDNN_OPTS": "1"
     }
     environ = {"TF_ENABLE_ONEDNN_OPTS": "0"}
-    assert not cpu_tuning.enable_onednn(environ, modules={})
+    assert not relperf_cli.enable_onednn(environ, modules={})
     assert environ == {"TF_ENABLE_ONEDNN_OPTS": "0"}
     environ = {}
-    assert not cpu_tuning.enable_onednn(environ, modules={"tensorflow": object()})
+    assert not relperf_cli.enable_onednn(environ, modules={"tensorflow": object()})
     assert environ == {}
 
 
 ONEDNN_PROBE = (
-    "import os, relperf_tf\n"
+    "import os, sys, relperf_cli\n"
+    "if sys.argv[1] == 'call':\n"
+    "    relperf_cli.tune_process()\n"
+    "import relperf_tf\n"
     "from tensorflow.python.util import _pywrap_util_port\n"
     "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), _pywrap_util_port.IsMklEnabled())\n"
 )
 
 
-@pytest.mark.parametrize("setting, expected", [(None, "1 True"), ("0", "0 False")])
-def test_importing_the_library_first_gives_tensorflow_onednn(setting, expected):
-    """TensorFlow reads the variable when it loads: the library sets it first, unless the user
-    did."""
+@pytest.mark.parametrize(
+    "setting, argument, expected",
+    [(None, "call", "1 True"), ("0", "call", "0 False"), (None, "import", "None")],
+)
+def test_the_documented_call_first_gives_tensorflow_onednn(setting, argument, expected):
+    """TensorFlow reads the variable when it loads: the call sets it first, unless the user did;
+    importing the library alone leaves it unset (TensorFlow then decides by the CPU)."""
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if setting is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = setting
     result = subprocess.run(
-        [sys.executable, "-c", ONEDNN_PROBE], capture_output=True, text=True, env=env, cwd=REPO
+        [sys.executable, "-c", ONEDNN_PROBE, argument],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[-2] == expected
+    assert result.stdout.split("\n")[-2].startswith(expected)
+
+
+def test_a_command_without_the_application_names_the_extra(capsys):
+    """relperf_cli exits with one line naming `relperf_tf[app]` when its modules are missing."""
+    missing = {"tensorflow_datasets", "matplotlib"}
+    with pytest.raises(SystemExit) as exit_code:
+        relperf_cli.check_application(
+            "sequence_shift", find_spec=lambda name: None if name in missing else object()
+        )
+    assert exit_code.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "relperf-sequence-shift" in message
+    assert (
+        "tensorflow_datasets, matplotlib" in message and "pip install 'relperf_tf[app]'" in message
+    )

@@ -14,12 +14,12 @@ def test_projection_changes_exactly_at_interval_multiples():
     kernel = FavorKernel(nb_features=8, feature_redraw_interval=3, seed=5)
     q = np.random.default_rng(0).normal(size=(1, 1, 4, 8)).astype("float32")
     kernel(q, q, q)  # build
-    snapshots = [np.array(kernel.projection)]
+    snapshots = [np.array(kernel.projection.numpy())]
     changed_at = []
     for step in range(1, 8):
         kernel(q, q, q, training=True)
         kernel(q, q, q, training=False)  # inference never redraws nor counts
-        current = np.array(kernel.projection)
+        current = np.array(kernel.projection.numpy())
         if not np.array_equal(current, snapshots[-1]):
             changed_at.append(step - 1)  # the step counter value when it was drawn
         snapshots.append(current)
@@ -33,10 +33,10 @@ def test_no_redraw_when_interval_is_zero():
     kernel = FavorKernel(nb_features=8, feature_redraw_interval=0)
     q = np.ones((1, 1, 2, 4), "float32")
     kernel(q, q, q)
-    before = np.array(kernel.projection)
+    before = np.array(kernel.projection.numpy())
     for _ in range(3):
         kernel(q, q, q, training=True)
-    np.testing.assert_array_equal(before, np.array(kernel.projection))
+    np.testing.assert_array_equal(before, np.array(kernel.projection.numpy()))
 
 
 @pytest.mark.tensorflow_only
@@ -63,16 +63,16 @@ def test_mirrored_replicas_draw_identical_features():
         )
     projection = next(w for w in model.non_trainable_weights if "projection" in w.path)
     step = next(w for w in model.non_trainable_weights if w.path.endswith("step"))
-    initial = np.array(projection)
+    initial = np.array(projection.numpy())
     images = np.random.default_rng(0).random((40, 4, 4, 1)).astype("float32")
     model.fit(images, np.arange(40) % 3, batch_size=8, epochs=1, verbose=0)
-    replicas = [np.array(v) for v in strategy.experimental_local_results(projection.value)]
+    replicas = [np.array(v.numpy()) for v in strategy.experimental_local_results(projection.value)]
     assert len(replicas) == 2
     np.testing.assert_array_equal(replicas[0], replicas[1])
     assert [int(v) for v in strategy.experimental_local_results(step.value)] == [5, 5]
     assert not np.array_equal(replicas[0], initial)
     weights = [
-        [np.array(v) for v in strategy.experimental_local_results(w.value)]
+        [np.array(v.numpy()) for v in strategy.experimental_local_results(w.value)]
         for w in model.trainable_weights
     ]
     for per_replica in weights:

@@ -1,11 +1,5 @@
 """The CPU at hand, and the side-by-side peer table (Markdown) from run.py's results."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-from benchmarks import report  # noqa: E402
-
 OURS = "relperf_tf"
 TARGET_RATIO = 1.5
 
@@ -119,7 +113,3 @@ def render(results):
     for skipped in results.get("skipped", []):
         lines.append(f"\nNot run: {skipped}.")
     return lines + [""]
-
-
-def write_section(path, lines):
-    report.replace_section(path, report.PEERS_SECTION, lines)

@@ -27,7 +27,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(1, REPO)
 import workload  # noqa: E402
 
-from benchmarks import report  # noqa: E402  (imports no TensorFlow: the orchestrator stays light)
+from benchmarks import records, report  # noqa: E402  (no TensorFlow: the orchestrator stays light)
 
 # The malloc settings every runner gets (relperf_cli.py; read, not
 # imported: importing relperf_tf would load TensorFlow into this orchestrator).
@@ -68,11 +68,6 @@ flags.DEFINE_integer(
     "the machine's speed); a row is its median round.",
 )
 flags.DEFINE_string("output", os.path.join(REPO, "docs", "peers.json"), "Results JSON (replaced).")
-flags.DEFINE_string(
-    "report",
-    os.path.join(REPO, "docs", "benchmarks.md"),
-    "Markdown file whose peers section is rewritten.",
-)
 FLAGS = flags.FLAGS
 
 
@@ -188,6 +183,7 @@ def main(argv):
         ]
     )
     results = dict(
+        sittings=[records.provenance()],
         cpu=cpu,
         workload=workload.WORKLOAD,
         batch=workload.BATCH,
@@ -198,11 +194,9 @@ def main(argv):
         rows=rows,
         skipped=skipped,
     )
-    with open(FLAGS.output + ".tmp", "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(FLAGS.output + ".tmp", FLAGS.output)
-    peer_table.write_section(FLAGS.report, peer_table.render(results))
-    print(f"wrote {FLAGS.output} and the peers section of {FLAGS.report}")
+    records.write(FLAGS.output, results)
+    print("\n".join(peer_table.render(results)))
+    print(f"recorded {FLAGS.output}; render it with python docs/render.py")
 
 
 if __name__ == "__main__":

@@ -9,39 +9,12 @@ CPU with AMX or AVX512_BF16, a GPU of compute capability ≥ 8.0 — and
 `float32` elsewhere, where bf16 would be emulated and slower.
 """
 
-import os
-
 import tensorflow as tf
 
 from relperf_tf import validation
+from relperf_tf.app.machine import CPU_FLAGS, NATIVE_BF16_CPU_FLAGS, cpu_info  # noqa: F401
 
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
-# CPU flags (as /proc/cpuinfo spells them) that decide which kernels exist.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_info(path="/proc/cpuinfo"):
-    """Model name, vendor, family/model numbers, which of `CPU_FLAGS` the CPU has, and whether its
-    bf16 matmuls are native (`native_bf16`). Unknown fields read 'unknown' / '?'."""
-    fields = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(fields.get("flags", "").split())
-    return dict(
-        model_name=fields.get("model name", "unknown"),
-        vendor=fields.get("vendor_id", "unknown"),
-        family=fields.get("cpu family", "?"),
-        model=fields.get("model", "?"),
-        cores=os.cpu_count(),
-        flags=[f for f in CPU_FLAGS if f in flags],
-        native_bf16=bool(flags & set(NATIVE_BF16_CPU_FLAGS)),
-    )
 
 
 def gpu_native_bf16():

@@ -122,16 +122,17 @@ class ClippedRelativeAttention(FavorAttention):
 
     Args:
         num_heads: int, even; the first half are content heads.
-        key_dim, value_dim, dropout, use_bias, output_shape, attention_axes,
-            flash_attention, initializers, regularizers, constraints,
-            use_gate, seed: as `FavorAttention` (MultiHeadAttention's, in its
-            order); one attention axis, no sliding_window.
+        key_dim: int, width of each head's query and key.
+        *args: `FavorAttention`'s further arguments in MultiHeadAttention's
+            order (`value_dim`, `dropout`, `use_bias`, `output_shape`,
+            `attention_axes`, …; one attention axis, no `sliding_window`).
         grid_shape: (height, width) of the token grid (any H×W), or None: the
             grid is given at call time, or else the tokens are one row (1-D).
         clipping_dist: int, the clipping distance D >= 1: Manhattan distances
             beyond D share one learned embedding (as do the class token's pairs).
         class_token: bool, whether one class token follows the grid tokens.
-        **favor_options: the FAVOR+ options of the content heads (`FavorKernel`).
+        **kwargs: `FavorAttention`'s keyword arguments and the FAVOR+ options
+            of the content heads (`FavorKernel`).
 
     Call arguments:
         query, value, key, masks, return_attention_scores, training: as
@@ -271,7 +272,8 @@ class ClippedRelativeAttention(FavorAttention):
                 neighbours, valid_window, ring, _ = window_tables(
                     height, width, self.clipping_dist, self.class_token
                 )
-                window_weights = ops.take(near, ring, axis=-1) * valid_window[index]  # [b, h, 1, K]
+                valid = ops.convert_to_tensor(valid_window[index], near.dtype)  # a NumPy row
+                window_weights = ops.take(near, ring, axis=-1) * valid  # [b, h, 1, K]
                 window_values = ops.take(value_and_valid, neighbours[index], axis=2)
                 out = out + ops.einsum("bhnk,bhkd->bhnd", window_weights, window_values)
         return safe_divide(out[..., :dim], out[..., dim:])

@@ -135,18 +135,22 @@ class FavorAttention(keras.layers.Layer):
         flash_attention: None or False (accepted for MultiHeadAttention's
             signature); True is refused: FAVOR+ never forms the attention
             matrix that flash kernels tile.
-        kernel_initializer, bias_initializer, kernel_regularizer,
-            bias_regularizer, kernel_constraint, bias_constraint: of the
-            projections, as in `keras.layers.Dense`.
+        kernel_initializer: initializer of the projections' kernels.
+        bias_initializer: initializer of the projections' biases.
+        kernel_regularizer: regularizer of the projections' kernels.
+        bias_regularizer: regularizer of the projections' biases.
         activity_regularizer: of the layer's output.
+        kernel_constraint: constraint of the projections' kernels.
+        bias_constraint: constraint of the projections' biases.
         use_gate: bool, gate each head's output by sigmoid(W_g query) (gated
             attention, arXiv:2505.06708), as MultiHeadAttention does.
         seed: int, seed of the FAVOR+ draws and the dropout; None draws one
             from Keras' seed machinery (`keras.utils.set_random_seed` makes it
             repeatable) and the config keeps it.
-        **favor_options: options of `FavorKernel` (`nb_features`,
+        **kwargs: the options of `FavorKernel` (`nb_features`,
             `feature_map`, `feature_redraw_interval`, `scaling`, `eps`,
-            `remat`, `chunk_size`), keyword only; stored once, by the kernel.
+            `remat`, `chunk_size`), keyword only, stored once by the kernel;
+            and Keras' `name`, `dtype`, `trainable`.
 
     Call arguments:
         query: `[batch, T, dim]`, or `[batch, *dims, dim]` with `attention_axes`.
@@ -309,9 +313,12 @@ class FavorAttention(keras.layers.Layer):
         kernels `[dim, heads, key_dim]`; here they are `Dense` kernels
         `[dim, heads · key_dim]`, the same numbers in the same order.
 
+        An unbuilt `layer` has no weights yet: the result then has its configuration only.
+
         Example:
         >>> mha = keras.layers.MultiHeadAttention(2, key_dim=4)
         >>> x = keras.random.normal((1, 6, 8))
+        >>> y = mha(x, x)  # builds mha's weights
         >>> favor = FavorAttention.from_multi_head_attention(mha, feature_map="exact")
         >>> bool(ops.max(ops.abs(favor(x, x) - mha(x, x))) < 1e-5)
         True

@@ -20,6 +20,7 @@ class GridRelativeAttention(RelativeFavorAttention):
         **kwargs: `RelativeFavorAttention`'s arguments.
 
     Example:
+    >>> from relperf_tf.layers import LearnableSinusoidEncoding
     >>> from relperf_tf.layers.grid_attention import relative_offsets
     >>> encode = LearnableSinusoidEncoding(2, 8.0)
     >>> offsets = [encode(relative_offsets(n)[..., None]) for n in (3, 4)]

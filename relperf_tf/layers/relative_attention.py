@@ -70,10 +70,11 @@ class RelativeFavorAttention(FavorAttention):
     encoding across blocks).
 
     Args:
-        num_heads, key_dim, value_dim, dropout, use_bias, output_shape,
-            attention_axes, sliding_window, flash_attention, initializers,
-            regularizers, constraints, use_gate, seed: as `FavorAttention`
-            (MultiHeadAttention's, in its order).
+        num_heads: int, number of heads.
+        key_dim: int, width of each head's query and key.
+        *args: `FavorAttention`'s further arguments in MultiHeadAttention's
+            order (`value_dim`, `dropout`, `use_bias`, `output_shape`,
+            `attention_axes`, `sliding_window`, …); they may be keywords.
         position_kernel: `exact` (default), `circular` or `favor` (above).
         pos_scales: int S >= 1, sinusoid frequencies per position axis of the
             layer's own encoding (default 4, as the paper and our shipped
@@ -85,12 +86,13 @@ class RelativeFavorAttention(FavorAttention):
             ω_s = T^(−(s−1)/S) (default 64: periods of 6 to 140 tokens).
         content_rel_attn: bool, add the content-conditioned rotation (`favor`
             only: a per-query rotation has no exact factor).
-        alpha_initializer, beta_initializer: initializers of α and β
-            `[heads, pairs]`; default N(0, 1) as in the paper (see
-            `locality_prior` for a local start).
+        alpha_initializer: initializer of α `[heads, pairs]`; default N(0, 1)
+            as in the paper (see `locality_prior` for a local start).
+        beta_initializer: initializer of β, likewise.
         toeplitz_method: `auto`, `dense` or `fft`: how the 1-D exact factor
             is applied (`toeplitz_attention`).
-        **favor_options: the FAVOR+ options of `FavorKernel`, keyword only;
+        **kwargs: `FavorAttention`'s keyword arguments (`use_gate`, `seed`,
+            the initializers, …) and the FAVOR+ options of `FavorKernel`;
             `nb_features` defaults to `EXACT_FACTOR_FEATURES` (2) with an exact
             or circular factor.
 

@@ -18,7 +18,10 @@ from relperf_tf.models.position_strategies import POSITION_STRATEGIES
 from relperf_tf.models.sequence_classifier import SequenceClassifier
 
 POSITION_ENCODINGS = {s.model_name: s.name for s in POSITION_STRATEGIES.values()}
+"""Each model name's position strategy (`position_strategies`), e.g. `Performer` → `absolute`."""
 MODEL_NAMES = tuple(POSITION_ENCODINGS)
+"""The models `build_model` and the commands know: `Performer`, `NoposPerformer`,
+`RelativePerformer`, `ClippedRelativePerformer`, `LearnedPositionPerformer`."""
 
 
 def display_name(model_name, position_kernel="favor"):

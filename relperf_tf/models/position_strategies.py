@@ -34,6 +34,7 @@ from relperf_tf.layers.token_positions import TokenPositions
 from relperf_tf.models.layer_options import options_of
 
 POSITION_STRATEGIES = {}
+"""The registered `PositionStrategy` instances by name (`register`)."""
 
 
 def register(strategy):

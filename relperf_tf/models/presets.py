@@ -27,6 +27,8 @@ PRESETS = {
         "s = 0 accuracy at every shift in [−8, 8])."
     ),
 }
+"""The shipped, trained models by name, each with a one-line description; load one with
+`ImageClassifier.from_preset(name)`."""
 MODEL_FILE = "model.keras"
 _CHECKOUT_PRESETS = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "saved_models"

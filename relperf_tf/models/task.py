@@ -8,10 +8,12 @@ from relperf_tf.models import presets
 from relperf_tf.models.early_attributes import EarlyAttributes
 
 # With an exact positional factor, the last block's class-token query has factor 1
-# with every token: its α, β get no gradient, and Keras' optimizer would warn on every
-# `fit`. Ignored only around the task's own train step.
+# with every token: its α, β get no gradient (nor, with one block, the grid's shared
+# position frequencies, which feed only that factor), and Keras' optimizer would warn on
+# every `fit`. Ignored only around the task's own train step.
 UNUSED_ROTATIONS = (
-    r"Gradients do not exist for variables \[('[^']*/attention/(alpha|beta)'(, )?)+\]"
+    r"Gradients do not exist for variables "
+    r"\[('[^']*(/attention/(alpha|beta)|positions/frequencies)'(, )?)+\]"
 )
 
 
