@@ -81,3 +81,41 @@ def _gradient_norm(model, weights):
         loss = tf.reduce_mean(loss)
     grads = [g for g in tape.gradient(loss, clone.trainable_weights) if g is not None]
     return float(tf.linalg.global_norm(grads))
+
+
+def test_a_mirrored_run_sees_the_pipeline_order_one_device_sees():
+    """Keras' own fit under a strategy started a pass over the pipeline to build the model, so a
+    reshuffling pipeline handed training its second order (keras-team/keras#20394): the
+    mirrored run must see the batches one device sees, validation too."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    images = rng.random((16 * 4, 32, 32, 1)).astype("float32")
+    labels = rng.integers(0, 10, 16 * 4)
+
+    def fit(strategy):
+        config = training.resolve_config("NoposPerformer", "mnist", jit_compile=False, **SETTINGS)
+        keras.utils.set_random_seed(0)
+        model = training.build_compiled_model(config, strategy)
+        # Reshuffled each pass, in the same orders for each new pipeline.
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(64, seed=3)
+        dataset = dataset.batch(16)
+        history = model.fit(
+            dataset,
+            epochs=1,
+            steps_per_epoch=2,
+            validation_data=dataset,
+            validation_steps=1,
+            shuffle=False,
+            verbose=0,
+        )
+        return model.get_weights(), history.history
+
+    single, single_history = fit(training.make_strategy("default"))
+    replicated, replicated_history = fit(training.make_strategy("mirrored", cpu_replicas=2))
+    # Adam moves each weight by about the learning rate (2e-3) per step on any batch order:
+    # agreement to 1e-4 means the same batches.
+    for one, two in zip(single, replicated):
+        np.testing.assert_allclose(two, one, atol=1e-4, rtol=0)
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(replicated_history[key], single_history[key], rtol=1e-4)

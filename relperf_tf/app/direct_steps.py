@@ -20,6 +20,14 @@ clips each replica's part before its all-reduce, and with `jit_compile` it
 compiles the whole `strategy.run` into one XLA cluster, which cannot reach the
 other replicas' variables. Everywhere else Keras' own functions run unchanged.
 
+Under a strategy, Keras' `fit` and `evaluate` build the model symbolically
+from a batch they take off a first pass over the pipeline, then start a new
+pass (keras-team/keras#20394): a pipeline that reshuffles each pass (ours)
+then trains a mirrored run on its second order, not the one a single device
+sees with the same seed, after filling the shuffle buffer once for nothing.
+`install` builds from the `tf.data` pipeline's `element_spec` instead, so no
+pass is started.
+
 TensorFlow-only (it is about `tf.function` and `tf.distribute`), so it belongs
 to the application: `run_setup.compile_model` installs it on each model it
 compiles (`install`); the library's models use Keras' own trainer on every
@@ -98,10 +106,15 @@ def install(model):
     they apply, Keras' own functions elsewhere. Returns `model`.
 
     Per instance: it replaces the model's `make_train_function` and
-    `make_test_function`, whose Keras versions it keeps for the other cases.
+    `make_test_function`, whose Keras versions it keeps for the other cases,
+    and `_maybe_symbolic_build`, which it hands the pipeline's `element_spec`
+    instead of letting it take a batch.
     """
     if keras.backend.backend() != "tensorflow":
         return model
+    keras_build = model._maybe_symbolic_build
+    build = functools.partial(_symbolic_build_from_spec, keras_build)
+    object.__setattr__(model, "_maybe_symbolic_build", build)
     for kind in ("train", "test"):
         keras_maker = getattr(model, f"make_{kind}_function")
         maker = functools.partial(_direct_or_keras_function, model, kind, keras_maker)
@@ -122,6 +135,15 @@ def _direct_or_keras_function(model, kind, keras_maker, force=False):
     else:
         return keras_maker(force)
     return getattr(model, attribute)
+
+
+def _symbolic_build_from_spec(keras_build, iterator=None, data_batch=None):
+    """Keras' `_maybe_symbolic_build`, given the `tf.data` pipeline's `element_spec` in place of
+    the batch it would take off a pass over `iterator` that nothing else reads."""
+    dataset = getattr(getattr(iterator, "data_adapter", None), "_dataset", None)
+    if iterator is not None and data_batch is None and isinstance(dataset, tf.data.Dataset):
+        return keras_build(data_batch=dataset.element_spec)
+    return keras_build(iterator=iterator, data_batch=data_batch)
 
 
 # --- several replicas: all-reduce, then clip, then apply ---------------------
