@@ -41,7 +41,8 @@ DEMO_RUN := logs/demo/$(shell date +%Y%m%d-%H%M%S)
 DEMO_SEED ?= 1
 comma := ,
 space := $(subst ,, )
-SHIPPED_CURVES := $(subst $(space),$(comma),$(sort $(wildcard saved_models/*/shift.csv)))
+# The demo (Fashion-MNIST) plots its curve beside the shipped Fashion-MNIST models' curves.
+SHIPPED_CURVES := $(subst $(space),$(comma),$(sort $(wildcard saved_models/*_fashion_mnist/shift.csv)))
 
 demo: setup
 	$(BIN)/python scripts/train.py --model=RelativePerformer --dataset=fashion_mnist --preset=tiny \

@@ -7,10 +7,10 @@ records, named by `--output`, with a `--description` that the rendered page show
 
 Test accuracy: the exported `serving_default` signature (raw uint8 images in, classes out)
 over every test image of the model's dataset. Shift curve: `relperf_tf.app.shift` on the
-SavedModel's `logits` signature (what is served), on the test images of `--labels` (default:
-the paper's Fashion-MNIST label 1 "Trouser"; every digit for MNIST) with at least
-`--max_shift` empty columns on both sides, shifted horizontally by −max_shift … max_shift
-pixels with the empty columns wrapped around. `docs/render.py` renders the record into the
+SavedModel's `logits` signature (what is served), the dataset's test of
+`relperf_tf.app.shift.SHIFT_TESTS` (Fashion-MNIST: label 1 "Trouser" with at least 8 empty
+columns on both sides, shifted by −8 … 8; MNIST: every digit with at least 6, by −6 … 6), the
+empty columns wrapped around. `docs/render.py` renders the record into the
 README and docs/results.md.
 """
 
@@ -22,10 +22,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import records  # noqa: E402
-
-# The shift test of each dataset: the paper's (Fashion-MNIST, Trouser, ±8), and for MNIST
-# every digit with at least 6 empty columns on each side, shifted by ±6.
-SHIFT_TESTS = {"fashion_mnist": ((1,), 8), "mnist": (tuple(range(10)), 6)}
 
 
 def test_accuracy(version_dir, dataset, data_dir=None, batch=1000):
@@ -52,7 +48,7 @@ def measure(path, data_dir=None):
     metadata = export.read_metadata(version_dir)
     dataset = metadata["dataset"]
     accuracy, count = test_accuracy(version_dir, dataset, data_dir)
-    labels, max_shift = SHIFT_TESTS[dataset]
+    labels, max_shift = shift.SHIFT_TESTS[dataset]
     curve = shift.run_shift_experiment([path], list(labels), max_shift, data_dir)
     return dict(
         name=os.path.basename(os.path.normpath(path)),

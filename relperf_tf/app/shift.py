@@ -17,6 +17,9 @@ from relperf_tf.app import data as data_lib
 from relperf_tf.models import display_name
 
 SHIFTABLE_DATASETS = ("mnist", "fashion_mnist")
+SHIFT_TESTS = {"fashion_mnist": ((1,), 8), "mnist": (tuple(range(10)), 6)}
+"""Each dataset's shift test, `(labels, max_shift)`: the paper's on Fashion-MNIST (label 1
+"Trouser", ±8), and on MNIST every digit with at least 6 empty columns on each side, ±6."""
 CSV_COLUMNS = (
     "run_dir",
     "model",
