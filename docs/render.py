@@ -97,8 +97,8 @@ def summary_table(shipped, paper):
             lines += [
                 "",
                 f"{DATASETS[dataset]} is not trained here: no package registry ships its data, "
-                f"so this project's machine has none (`--dataset={dataset}` prepares your own "
-                f"copy). The paper: {theirs}.",
+                f"so this project's machine has none (`--dataset={dataset}` prepares it from "
+                f"your own archive). The paper: {theirs}.",
             ]
     return lines
 
