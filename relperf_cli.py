@@ -172,7 +172,8 @@ def check_application(name, find_spec=importlib.util.find_spec):
         print(
             f"error: relperf-{name.replace('_', '-')} needs the application's dependencies "
             f"({', '.join(missing)} not installed); install them with: "
-            f"pip install 'relperf_tf[{APPLICATION_EXTRA}]'",
+            f"pip install 'relperf_tf[{APPLICATION_EXTRA}]' (from a checkout: "
+            f"pip install '.[{APPLICATION_EXTRA}]')",
             file=sys.stderr,
         )
         sys.exit(2)
