@@ -79,12 +79,18 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 THRESHOLD = 2**31 - 1
 
 
-def tune_malloc(environ=None):
-    """Raises glibc's mmap and trim thresholds in this process; returns whether it did."""
+def malloc_tuning_applies(environ=None):
+    """Whether to tune glibc's malloc: on glibc, unless GLIBC_TUNABLES is set already or
+    RELPERF_MALLOC_TUNING=0."""
     environ = os.environ if environ is None else environ
     if environ.get("RELPERF_MALLOC_TUNING") == "0" or "GLIBC_TUNABLES" in environ:
         return False
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
+def tune_malloc(environ=None):
+    """Raises glibc's mmap and trim thresholds in this process; returns whether it did."""
+    if not malloc_tuning_applies(environ):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -123,10 +129,8 @@ def tune_process():
 
 
 def restart_with_tuned_malloc():
-    """Re-executes this process with `TUNABLES` (see the module docstring for when not)."""
-    if "GLIBC_TUNABLES" in os.environ or os.environ.get("RELPERF_MALLOC_TUNING") == "0":
-        return
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    """Re-executes this process with `TUNABLES` (`malloc_tuning_applies`)."""
+    if not malloc_tuning_applies():
         return
     os.environ["GLIBC_TUNABLES"] = TUNABLES
     sys.stdout.flush()

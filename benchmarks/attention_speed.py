@@ -182,7 +182,7 @@ def main(argv=None):
     records.write(
         args.output,
         dict(
-            name="attention_speed",
+            name=records.name_of(args.output),
             setting=setting,
             sittings=sittings,
             rows=merge(old["rows"], rows),

@@ -58,6 +58,11 @@ def provenance(argv=None):
     )
 
 
+def name_of(path):
+    """A record's name: its file's, without the folder and `.json`."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
 def write(path, record):
     """Writes a record (a dict with its `sittings`, each a `provenance`, and `rows` that name
     their sitting) as JSON, whole or not at all."""

@@ -78,7 +78,7 @@ def main(argv=None):
         rows.append(row)
     command = ["benchmarks/shipped_models.py"] + (argv or sys.argv[1:])
     record = dict(
-        name=os.path.splitext(os.path.basename(args.output))[0],
+        name=records.name_of(args.output),
         sittings=[records.provenance(command)],
         rows=[dict(row, sitting=0) for row in rows],
     )

@@ -13,9 +13,9 @@ import peer_table  # noqa: E402
 
 
 def test_cpu_info_is_the_one_precision_auto_reads():
-    from relperf_tf.app import precision
+    from relperf_tf.app import machine
 
-    assert peer_table.cpu_info() == precision.cpu_info()
+    assert peer_table.cpu_info() == machine.cpu_info()
 
 
 def _row(name, mode, setting, images_per_s, **extra):

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
-from relperf_tf.app import precision, runs, settings, training
+from relperf_tf.app import machine, precision, runs, settings, training
 from relperf_tf.models import build_model
 
 TINY = dict(dim=16, depth=1, heads=2, nb_features=8, seed=0)
@@ -29,17 +29,17 @@ def test_cpu_flags_decide_native_bf16(tmp_path):
         "9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
         "vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
     )
-    info = precision.cpu_info(str(cpuinfo))
+    info = machine.cpu_info(str(cpuinfo))
     assert (
         info["model_name"] == "AMD EPYC 9R14" and info["family"] == "25" and info["model"] == "17"
     )
     assert info["flags"] == ["avx2", "avx512f", "avx512_bf16"] and info["native_bf16"]
     cpuinfo.write_text("model name\t: Intel Xeon\nflags\t\t: avx2 avx512f amx_tile amx_bf16\n")
-    assert precision.cpu_info(str(cpuinfo))["native_bf16"]
+    assert machine.cpu_info(str(cpuinfo))["native_bf16"]
     cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: avx2 fma\n")
-    info = precision.cpu_info(str(cpuinfo))
+    info = machine.cpu_info(str(cpuinfo))
     assert info["flags"] == ["avx2"] and not info["native_bf16"]
-    assert precision.cpu_info(str(tmp_path / "absent"))["model_name"] == "unknown"
+    assert machine.cpu_info(str(tmp_path / "absent"))["model_name"] == "unknown"
 
 
 @pytest.mark.parametrize(

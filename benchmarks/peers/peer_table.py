@@ -6,10 +6,10 @@ TARGET_RATIO = 1.5
 
 def cpu_info(path="/proc/cpuinfo"):
     """The CPU at hand (model, family/model, flags that matter, native bf16):
-    `relperf_tf.app.precision.cpu_info`, which `--precision=auto` reads too."""
-    from relperf_tf.app import precision
+    `relperf_tf.app.machine.cpu_info`, which `--precision=auto` reads too."""
+    from relperf_tf.app import machine
 
-    return precision.cpu_info(path)
+    return machine.cpu_info(path)
 
 
 def _best(rows, name, mode):

@@ -12,7 +12,7 @@ CPU with AMX or AVX512_BF16, a GPU of compute capability ≥ 8.0 — and
 import tensorflow as tf
 
 from relperf_tf import validation
-from relperf_tf.app.machine import CPU_FLAGS, NATIVE_BF16_CPU_FLAGS, cpu_info  # noqa: F401
+from relperf_tf.app import machine
 
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
 
@@ -30,7 +30,7 @@ def native_bf16(cpuinfo="/proc/cpuinfo"):
     """Whether the device that computes (the GPUs if any, else the CPU) has native bf16 matmuls."""
     if tf.config.list_physical_devices("GPU"):
         return gpu_native_bf16()
-    return cpu_info(cpuinfo)["native_bf16"]
+    return machine.cpu_info(cpuinfo)["native_bf16"]
 
 
 def dtype_policy(precision, cpuinfo="/proc/cpuinfo"):

@@ -70,9 +70,6 @@ def implicit_mask(x):
     return None if x is None else get_keras_mask(x)
 
 
-FEATURE_MAPS_CAUSAL = {name: fm.causal for name, fm in feature_maps.FEATURE_MAPS.items()}
-
-
 def _initializer(config):
     """A fresh copy of an initializer, so that each projection draws its own values."""
     return keras.initializers.get(keras.initializers.serialize(keras.initializers.get(config)))
@@ -416,12 +413,16 @@ class FavorAttention(keras.layers.Layer):
         return tuple(split_heads(x, h) for x, h in zip((query, key, value), heads))
 
     def _output(self, heads_output, query_valid=None, training=None, gate=None):
+        """`[b, T, *output_shape]` from the heads' outputs `[b, h, T, d_v]`."""
         heads_output = attention_masks.zero_masked_queries(heads_output, query_valid)
         heads_output = self._dropout_layer(heads_output, training=training)
         merged = merge_heads(heads_output)
         if gate is not None:
             merged = merged * ops.cast(gate, merged.dtype)
-        return self._output_dense(merged)
+        output = self._output_dense(merged)
+        if self.output_shape is not None and len(self.output_shape) > 1:
+            output = ops.reshape(output, tuple(ops.shape(output)[:2]) + self.output_shape)
+        return output
 
     def _positional(self, query, value, q, k, query_index=None, grids=None, **positions):
         """What the kernel attends with: (query blocks, key blocks, positional tables).
@@ -566,8 +567,6 @@ class FavorAttention(keras.layers.Layer):
         )
         output = self._output(heads, masks.query_valid, training, gate)
         output = attention_masks.poison(output, masks.valid)
-        if self.output_shape is not None and len(self.output_shape) > 1:
-            output = ops.reshape(output, tuple(ops.shape(output)[:2]) + self.output_shape)
         output = layout.restore(output, self.output_shape or (output.shape[-1],))
         if not return_attention_scores:
             return output
@@ -578,7 +577,7 @@ class FavorAttention(keras.layers.Layer):
 
     def _cache_kind(self):
         """`recurrent` (an O(1) state) or `key_value` (the past tokens), or ValueError."""
-        if not FEATURE_MAPS_CAUSAL[self._favor.feature_map]:
+        if not feature_maps.FEATURE_MAPS[self._favor.feature_map].causal:
             raise ValueError(
                 f"decoding with a cache needs causal attention, which "
                 f"feature_map={self._favor.feature_map!r} has not; use softmax, relu or exact."
@@ -666,10 +665,7 @@ class FavorAttention(keras.layers.Layer):
             keys = ops.cast(feature_maps.concatenate_blocks(k), dtype)
             cache = decoding.write(cache, keys, v, valid, index)
             heads = decoding.key_value_step(self._favor, q, cache, index, logits)
-        output = self._output(heads, query_mask, False, gate)
-        if self.output_shape is not None and len(self.output_shape) > 1:
-            output = ops.reshape(output, tuple(ops.shape(output)[:2]) + self.output_shape)
-        return output, cache
+        return self._output(heads, query_mask, False, gate), cache
 
     def pair_weights(self, inputs, positions=None):
         """Unnormalised weights A_ij `[batch, heads, tokens, tokens]` of self-attention (see

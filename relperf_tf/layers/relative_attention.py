@@ -460,8 +460,7 @@ class RelativeFavorAttention(FavorAttention):
                 query_inputs, query_positions, key_positions
             )
             return [q] + query_parts, [k] + key_parts, []
-        # d^(-1/4) of strategy 1's full width: q_c'·k_c' = q_c·k_c/√d.
-        scale = (self.head_dim / self.query_key_dim) ** 0.25
+        scale = self._content_scale()
         if own:
             logits = self._own_factor_logits(query_grid, key_grid)
         else:
@@ -475,6 +474,11 @@ class RelativeFavorAttention(FavorAttention):
                 )
             logits = []  # the class token's factor is 1 with every token
         return q * scale, k * scale, logits
+
+    def _content_scale(self):
+        """The exact factor's scale of the content q and k, (d / d_full)^(1/4) with d_full
+        strategy 1's full width, so that q_c'·k_c' = q_c·k_c/√d."""
+        return (self.head_dim / self.query_key_dim) ** 0.25
 
     # --- decoding one step at a time -------------------------------------------
 
@@ -502,7 +506,7 @@ class RelativeFavorAttention(FavorAttention):
         # P(i − j) for the new positions i against every cached position j.
         offsets = positions[:, None] - ops.cast(ops.arange(length), "float32")[None, :]
         logits = self._axis_logits(self._encode(offsets[..., None]), 0)  # [h, T_new, S_max]
-        scale = (self.head_dim / self.query_key_dim) ** 0.25
+        scale = self._content_scale()
         return q * scale, k * scale, ops.cast(logits, q.dtype)
 
     def axis_logits(self, encoding, axis, axes=2):
