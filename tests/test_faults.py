@@ -488,3 +488,34 @@ def test_sigterm_during_a_trial_is_never_counted_as_done(tmp_path, fashion_mnist
     assert [(row["trial_id"], row["status"]) for row in rows] == [
         ("0", "COMPLETED")
     ]  # the interrupted trial, run again
+
+
+def test_a_signal_exits_128_plus_signum_whatever_its_exit_became(monkeypatch):
+    """TensorFlow's tracing context managers assert in `__exit__` when the SystemExit of a
+    signal crosses them; the command still exits 128 + signum, after the cleanups ran."""
+    import contextlib
+
+    from relperf_tf.app import cli
+
+    monkeypatch.setattr(cli, "_signals_received", [])
+    cleaned = []
+
+    @contextlib.contextmanager
+    def asserting_on_exit():
+        try:
+            yield
+        finally:
+            cleaned.append(True)
+            raise AssertionError("Concurrent access?")
+
+    def main(argv):
+        with asserting_on_exit():
+            cli._exit_on_signal(signal.SIGTERM, None)
+
+    with pytest.raises(SystemExit) as ended:
+        cli._main_ending_by_signal(main, [])
+    assert ended.value.code == 128 + signal.SIGTERM and cleaned == [True]
+    # Without a signal, errors pass through unchanged.
+    monkeypatch.setattr(cli, "_signals_received", [])
+    with pytest.raises(ZeroDivisionError):
+        cli._main_ending_by_signal(lambda argv: 1 / 0, [])

@@ -271,11 +271,30 @@ def _parser(module):
     return parse
 
 
+_signals_received = []
+
+
 def _exit_on_signal(signum, frame):
     """SIGTERM/SIGINT as SystemExit(128 + signum): `finally`/`except BaseException` cleanups still
     run."""
+    _signals_received.append(signum)
     print(f"error: interrupted by {signal.Signals(signum).name}.", file=sys.stderr)
     raise SystemExit(EXIT_SIGNAL_BASE + signum)
+
+
+def _main_ending_by_signal(main, argv):
+    """`main(argv)`; after a signal, the exit code is 128 + signum whatever exception the
+    SystemExit became on its way out (a context manager of TensorFlow's that it crosses while
+    tracing asserts in its `__exit__`, which turns it into an AssertionError)."""
+    try:
+        return main(argv)
+    except BaseException as error:
+        if not _signals_received:
+            raise
+        code = EXIT_SIGNAL_BASE + _signals_received[0]
+        if isinstance(error, SystemExit) and error.code == code:
+            raise
+        raise SystemExit(code) from error
 
 
 def run(main):
@@ -290,6 +309,6 @@ def run(main):
         logging.set_verbosity(logging.WARNING)  # TFDS logs every split it opens
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _exit_on_signal)
-        return main(argv)
+        return _main_ending_by_signal(main, argv)
 
     app.run(quiet_main, flags_parser=_parser(main.__module__))
